@@ -1,0 +1,77 @@
+// Package app holds Verity's business rules: who may do what, the
+// verification policy and its limits, PIN generation and checking. It talks
+// to storage only through verity.Store and to delivery through verity.Sender;
+// it knows nothing of SQL or HTTP.
+package app
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/verityhq/verity"
+)
+
+// App is the verification engine.
+type App struct {
+	store  verity.Store
+	sender verity.Sender
+	keys   *Keys
+	log    *slog.Logger
+
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+	// SendTimeout bounds one delivery attempt.
+	SendTimeout time.Duration
+}
+
+// New returns an App. log may be nil.
+func New(store verity.Store, sender verity.Sender, keys *Keys, log *slog.Logger) *App {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &App{
+		store:       store,
+		sender:      sender,
+		keys:        keys,
+		log:         log,
+		Now:         func() time.Time { return time.Now().UTC() },
+		SendTimeout: 10 * time.Second,
+	}
+}
+
+// Ready reports whether the database answers.
+func (a *App) Ready(ctx context.Context) error { return a.store.Ping(ctx) }
+
+// pinHistoryKeep is how long PIN rows are kept: longer than the longest send
+// window a service may configure, so no limit ever loses history it counts.
+const pinHistoryKeep = 25 * time.Hour
+
+// RunJanitor deletes PIN history no limit needs any more, every interval,
+// until ctx ends.
+func (a *App) RunJanitor(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		n, err := a.store.DeletePINsBefore(ctx, a.Now().Add(-pinHistoryKeep))
+		if err != nil && ctx.Err() == nil {
+			a.log.Error("janitor: delete old pins", "err", err)
+		} else if n > 0 {
+			a.log.Info("janitor: deleted old pins", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// notFound turns a store's ENOTFOUND into a caller-facing message and passes
+// other errors through.
+func notFound(err error, message string) error {
+	if verity.ErrorCode(err) == verity.ENOTFOUND {
+		return &verity.Error{Code: verity.ENOTFOUND, Message: message, Err: err}
+	}
+	return err
+}

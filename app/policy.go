@@ -1,0 +1,67 @@
+package app
+
+import (
+	"strings"
+	"unicode/utf8"
+
+	"github.com/verityhq/verity"
+)
+
+// pinPlaceholder marks where the code goes in a message template.
+const pinPlaceholder = "<PIN>"
+
+// ValidateSettings checks every policy field against its allowed range.
+func ValidateSettings(s verity.Settings) error {
+	ranges := []struct {
+		name     string
+		value    int
+		min, max int
+	}{
+		{"pin_length", s.PINLength, 4, 10},
+		{"pin_validity_minutes", s.PINValidityMinutes, 1, 30},
+		{"max_attempts", s.MaxAttempts, 1, 10},
+		{"max_sends", s.MaxSends, 1, 20},
+		{"send_window_minutes", s.SendWindowMinutes, 1, 1440},
+		{"resend_interval_seconds", s.ResendIntervalSeconds, 10, 600},
+		{"failure_limit", s.FailureLimit, 3, 100},
+		{"failure_window_minutes", s.FailureWindowMinutes, 1, 1440},
+	}
+	for _, r := range ranges {
+		if r.value < r.min || r.value > r.max {
+			return verity.Errorf(verity.EINVALID, "%s must be between %d and %d", r.name, r.min, r.max)
+		}
+	}
+	if strings.Count(s.MessageTemplate, pinPlaceholder) != 1 {
+		return verity.Errorf(verity.EINVALID, "message_template must contain %s exactly once", pinPlaceholder)
+	}
+	if utf8.RuneCountInString(s.MessageTemplate) > 300 || !utf8.ValidString(s.MessageTemplate) {
+		return verity.Errorf(verity.EINVALID, "message_template must be at most 300 characters")
+	}
+	if !validSenderName(s.SenderName) {
+		return verity.Errorf(verity.EINVALID, "sender_name must be 1 to 11 letters, digits or spaces, or a phone number of up to 15 digits with +")
+	}
+	return nil
+}
+
+// validSenderName accepts what SMS networks accept as an originator: an
+// alphanumeric name of up to 11 characters or an international number.
+func validSenderName(name string) bool {
+	if strings.HasPrefix(name, "+") {
+		digits := name[1:]
+		return len(digits) >= 3 && len(digits) <= 15 && strings.Trim(digits, "0123456789") == ""
+	}
+	if name == "" || len(name) > 11 || strings.TrimSpace(name) == "" {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == ' ') {
+			return false
+		}
+	}
+	return true
+}
+
+// renderMessage fills a template: {service} becomes the service name, <PIN> the code.
+func renderMessage(template, serviceName, pin string) string {
+	return strings.Replace(strings.ReplaceAll(template, "{service}", serviceName), pinPlaceholder, pin, 1)
+}

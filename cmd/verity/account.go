@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/app"
+)
+
+type accountCmd struct {
+	Create accountCreateCmd `cmd:"" help:"Create an API account and print its credentials once, as JSON."`
+	List   accountListCmd   `cmd:"" help:"List API accounts."`
+	Delete accountDeleteCmd `cmd:"" help:"Delete an API account that has no services."`
+}
+
+type accountCreateCmd struct {
+	dbFlags
+	Name string `arg:"" help:"Account username."`
+}
+
+type accountListCmd struct {
+	dbFlags
+}
+
+type accountDeleteCmd struct {
+	dbFlags
+	Name string `arg:"" help:"Account username."`
+}
+
+// withApp opens the database and the keys, runs fn and closes everything.
+func (f *dbFlags) withApp(ctx context.Context, fn func(*app.App) error) error {
+	keys, err := f.loadKeys()
+	if err != nil {
+		return err
+	}
+	store, err := f.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	return fn(app.New(store, nil, keys, nil))
+}
+
+func (c *accountCreateCmd) Run(ctx context.Context) error {
+	return c.withApp(ctx, func(a *app.App) error {
+		acct, password, err := a.CreateAccount(ctx, c.Name)
+		if err != nil {
+			return err
+		}
+		return json.NewEncoder(os.Stdout).Encode(map[string]string{"username": acct.Username, "password": password})
+	})
+}
+
+func (c *accountListCmd) Run(ctx context.Context) error {
+	return c.withApp(ctx, func(a *app.App) error {
+		accounts, err := a.ListAccounts(ctx)
+		if err != nil {
+			return err
+		}
+		type row struct {
+			Username string `json:"username"`
+			ID       string `json:"id"`
+			CTime    string `json:"ctime"`
+		}
+		out := make([]row, 0, len(accounts))
+		for _, acct := range accounts {
+			out = append(out, row{acct.Username, acct.ID, verity.FormatTime(acct.CreatedAt)})
+		}
+		return json.NewEncoder(os.Stdout).Encode(map[string]any{"accounts": out})
+	})
+}
+
+func (c *accountDeleteCmd) Run(ctx context.Context) error {
+	return c.withApp(ctx, func(a *app.App) error {
+		if err := a.DeleteAccount(ctx, c.Name); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "deleted account %q\n", c.Name)
+		return nil
+	})
+}
+
+type migrateCmd struct {
+	dbFlags
+}
+
+func (c *migrateCmd) Run(ctx context.Context) error {
+	store, err := c.openStore(ctx) // opening migrates
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "database schema is up to date")
+	return store.Close()
+}

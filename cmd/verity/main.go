@@ -1,0 +1,97 @@
+// Command verity is the Verity server and its administration tool.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/app"
+	"github.com/verityhq/verity/sqlite"
+)
+
+// cli is the whole command line; every flag has a VERITY_… environment twin.
+type cli struct {
+	Serve   serveCmd   `cmd:"" help:"Run the API server."`
+	Account accountCmd `cmd:"" help:"Manage API accounts."`
+	Migrate migrateCmd `cmd:"" help:"Apply database schema migrations."`
+}
+
+// dbFlags are shared by every command that opens the database.
+type dbFlags struct {
+	DataDir       string `name:"data-dir" default:"verity-data" env:"VERITY_DATA_DIR" help:"Folder for the default database and generated secret key (created if missing)."`
+	DB            string `name:"db" env:"VERITY_DB" help:"SQLite file path (default: <data-dir>/verity.db). A postgres:// URL selects PostgreSQL."`
+	SecretKeyFile string `name:"secret-key-file" env:"VERITY_SECRET_KEY_FILE" help:"File with the hex server secret (default: <data-dir>/secret.key, generated on first start with mode 0600)."`
+}
+
+func main() {
+	var c cli
+	kctx := kong.Parse(&c,
+		kong.Name("verity"),
+		kong.Description("Verity: a self-hostable phone-number and two-factor verification server, compatible with Messente's Verigator API."),
+		kong.UsageOnError(),
+	)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	if err := kctx.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "verity: %s\n", describe(err))
+		os.Exit(1)
+	}
+}
+
+// describe renders an error for a terminal: the safe message of a
+// verity.Error, or the whole chain of anything else.
+func describe(err error) string {
+	if code := verity.ErrorCode(err); code != verity.EINTERNAL {
+		return verity.ErrorMessage(err)
+	}
+	return err.Error()
+}
+
+// openStore opens and migrates the configured database.
+func (f *dbFlags) openStore(ctx context.Context) (verity.Store, error) {
+	dsn := f.DB
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return nil, fmt.Errorf("PostgreSQL is not supported by this build yet")
+	}
+	if dsn == "" {
+		if err := os.MkdirAll(f.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data folder: %w", err)
+		}
+		dsn = filepath.Join(f.DataDir, "verity.db")
+	}
+	db, err := sqlite.Open(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// loadKeys reads the server secret; the default file is generated on first use.
+func (f *dbFlags) loadKeys() (*app.Keys, error) {
+	if f.SecretKeyFile != "" {
+		return app.LoadKeyFile(f.SecretKeyFile, false)
+	}
+	return app.LoadKeyFile(filepath.Join(f.DataDir, "secret.key"), true)
+}
+
+// newLogger returns the process logger: JSON for machines, text for people.
+func newLogger(w io.Writer, format string) *slog.Logger {
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/app"
+	"github.com/verityhq/verity/httpapi"
+	logsender "github.com/verityhq/verity/sender/log"
+	"github.com/verityhq/verity/sender/webhook"
+)
+
+type serveCmd struct {
+	dbFlags
+	Addr                  string        `name:"addr" default:"127.0.0.1:8080" env:"VERITY_ADDR" help:"Listen address."`
+	SMSWebhook            string        `name:"sms-webhook" env:"VERITY_SMS_WEBHOOK" help:"URL that receives each SMS as a signed JSON POST (see docs/webhook-sender.md)."`
+	SMSWebhookSecret      string        `name:"sms-webhook-secret" env:"VERITY_SMS_WEBHOOK_SECRET" help:"HMAC key shared with the webhook receiver (at least 16 bytes)."`
+	SMSWebhookSecretFile  string        `name:"sms-webhook-secret-file" env:"VERITY_SMS_WEBHOOK_SECRET_FILE" help:"File holding the webhook HMAC key."`
+	SMSWebhookTimeout     time.Duration `name:"sms-webhook-timeout" default:"5s" env:"VERITY_SMS_WEBHOOK_TIMEOUT" help:"Time limit of one webhook delivery."`
+	Dev                   bool          `name:"dev" env:"VERITY_DEV" help:"Development mode: dev account, log sender, GET /dev/messages."`
+	LogFormat             string        `name:"log-format" enum:"json,text," default:"" env:"VERITY_LOG_FORMAT" help:"json or text (default: json, text with --dev)."`
+	ShutdownTimeout       time.Duration `name:"shutdown-timeout" default:"20s" env:"VERITY_SHUTDOWN_TIMEOUT" help:"How long in-flight requests may finish on SIGINT/SIGTERM."`
+	JanitorInterval       time.Duration `name:"janitor-interval" default:"1m" env:"VERITY_JANITOR_INTERVAL" help:"How often expired PIN history is deleted."`
+	ReadHeaderTimeoutFlag time.Duration `name:"read-header-timeout" default:"5s" env:"VERITY_READ_HEADER_TIMEOUT" help:"HTTP server: time limit for request headers."`
+}
+
+func (c *serveCmd) Run(ctx context.Context) error {
+	format := c.LogFormat
+	if format == "" && c.Dev {
+		format = "text"
+	}
+	log := newLogger(os.Stderr, format)
+
+	sender, devMessages, err := c.sender()
+	if err != nil {
+		return err
+	}
+	keys, err := c.loadKeys()
+	if err != nil {
+		return err
+	}
+	store, err := c.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	a := app.New(store, sender, keys, log)
+	if c.Dev {
+		if err := c.announceDevAccount(ctx, a); err != nil {
+			return err
+		}
+	}
+	api := httpapi.NewServer(a, log)
+	if devMessages != nil {
+		api.DevMessages = devMessages
+	}
+
+	ln, err := net.Listen("tcp", c.Addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: c.ReadHeaderTimeoutFlag,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second, // above the SMS send timeout: a start waits for delivery
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	janitorCtx, stopJanitor := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopJanitor()
+	go a.RunJanitor(janitorCtx, c.JanitorInterval)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("verity listening", "addr", ln.Addr().String(), "dev", c.Dev)
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests", "timeout", c.ShutdownTimeout.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// sender picks the delivery: the webhook when configured, else the log
+// sink, which only development mode may use.
+func (c *serveCmd) sender() (verity.Sender, http.Handler, error) {
+	if c.SMSWebhook != "" {
+		secret := c.SMSWebhookSecret
+		if c.SMSWebhookSecretFile != "" {
+			b, err := os.ReadFile(c.SMSWebhookSecretFile)
+			if err != nil {
+				return nil, nil, fmt.Errorf("read webhook secret: %w", err)
+			}
+			secret = strings.TrimSpace(string(b))
+		}
+		if secret == "" {
+			return nil, nil, errors.New("--sms-webhook needs --sms-webhook-secret or --sms-webhook-secret-file (the key that signs each delivery)")
+		}
+		s, err := webhook.New(webhook.Config{URL: c.SMSWebhook, Secret: []byte(secret), Timeout: c.SMSWebhookTimeout})
+		if err != nil {
+			return nil, nil, fmt.Errorf("sms webhook: %s", verity.ErrorMessage(err))
+		}
+		return s, nil, nil
+	}
+	if !c.Dev {
+		return nil, nil, errors.New("no SMS delivery configured: pass --sms-webhook URL, or --dev to print messages (development only)")
+	}
+	s := logsender.New(os.Stdout, logsender.DefaultKeep)
+	return s, s.Handler(), nil
+}
+
+func (c *serveCmd) announceDevAccount(ctx context.Context, a *app.App) error {
+	username, password, created, matches, err := a.EnsureDevAccount(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "==================== VERITY DEVELOPMENT MODE ====================")
+	fmt.Fprintln(os.Stderr, "Messages are printed here, not delivered. Never use --dev in production.")
+	switch {
+	case !matches:
+		fmt.Fprintf(os.Stderr, "An account named %q exists with another password; use its own credentials.\n", username)
+	default:
+		if created {
+			fmt.Fprintf(os.Stderr, "Created development account %q.\n", username)
+		}
+		fmt.Fprintf(os.Stderr, "API credentials (X-Service-Auth):\n  export VERITY_AUTH='%s:%s'\n", username, password)
+		fmt.Fprintf(os.Stderr, "Recent messages: curl http://%s/dev/messages\n", c.Addr)
+	}
+	fmt.Fprintln(os.Stderr, "=================================================================")
+	return nil
+}

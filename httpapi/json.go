@@ -1,0 +1,100 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/verityhq/verity"
+)
+
+// maxBodyBytes bounds every request body: the largest legitimate one is a
+// settings change of a few hundred bytes.
+const maxBodyBytes = 64 << 10
+
+// writeJSON writes v with status. Encoding errors cannot reach the client
+// once the header is out, so they are ignored.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		status, buf = http.StatusInternalServerError, *bytes.NewBufferString(`{"message":"internal error","code":"internal"}` + "\n")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+// decodeJSON reads the request body as one JSON object into v. Unknown
+// fields are tolerated: Verigator clients send fields (auth_id, method) that
+// some endpoints do not use.
+func decodeJSON(r *http.Request, v any) error {
+	return decode(r, v, false)
+}
+
+// decodeJSONStrict is decodeJSON that refuses unknown fields, for Verity's
+// own extension endpoints where a typo must not pass silently.
+func decodeJSONStrict(r *http.Request, v any) error {
+	return decode(r, v, true)
+}
+
+func decode(r *http.Request, v any, strict bool) error {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return verity.Errorf(verity.EINVALID, "request body is larger than %d bytes", maxBodyBytes)
+		}
+		return verity.Errorf(verity.EINVALID, "could not read request body")
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return verity.Errorf(verity.EINVALID, "request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if strict {
+		dec.DisallowUnknownFields()
+	}
+	if err := dec.Decode(v); err != nil {
+		return invalidJSON(err)
+	}
+	if dec.More() {
+		return verity.Errorf(verity.EINVALID, "request body must be a single JSON object")
+	}
+	return nil
+}
+
+func invalidJSON(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		if typeErr.Field == "" {
+			return verity.Errorf(verity.EINVALID, "request body must be a JSON object")
+		}
+		return verity.Errorf(verity.EINVALID, "%s must be a %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
+	}
+	var syntaxErr *json.SyntaxError
+	if errors.As(err, &syntaxErr) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return verity.Errorf(verity.EINVALID, "request body is not valid JSON")
+	}
+	// DisallowUnknownFields reports `json: unknown field "x"`: pass the name on.
+	return verity.Errorf(verity.EINVALID, "invalid request body: %s", trimJSONPrefix(err.Error()))
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "int", "int64", "float64":
+		return "number"
+	case "bool":
+		return "boolean"
+	default:
+		return goKind
+	}
+}
+
+func trimJSONPrefix(s string) string {
+	const p = "json: "
+	if len(s) > len(p) && s[:len(p)] == p {
+		return s[len(p):]
+	}
+	return s
+}

@@ -1,0 +1,132 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/verityhq/verity"
+)
+
+type ctxKey int
+
+const (
+	loggerKey ctxKey = iota
+	routeKey
+)
+
+// loggerFrom returns the request's logger, which carries its request id.
+func loggerFrom(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey).(*slog.Logger); ok {
+		return l
+	}
+	return slog.Default()
+}
+
+// statusRecorder remembers the status a handler wrote, for the access log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// withRequestLog gives each request an id (the caller's X-Request-Id when it
+// is sane), a logger carrying it, and one access log line. The line holds
+// the route pattern, never headers or bodies, so no credential or PIN can
+// reach it.
+func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-Id")
+		if !saneRequestID(id) {
+			id = newRequestID()
+		}
+		w.Header().Set("X-Request-Id", id)
+		l := log.With("request_id", id)
+		rec := &statusRecorder{ResponseWriter: w}
+		route := new(string) // filled in by the matched route: the mux works on a copy of r
+		ctx := context.WithValue(context.WithValue(r.Context(), loggerKey, l), routeKey, route)
+		next.ServeHTTP(rec, r.WithContext(ctx))
+		l.Info("request", "method", r.Method, "route", *route, "status", rec.status,
+			"duration_ms", float64(time.Since(start).Microseconds())/1000)
+	})
+}
+
+func saneRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// withRecover answers a panic with a JSON 500 instead of a dropped connection.
+func withRecover(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				loggerFrom(r.Context()).Error("panic", "value", v)
+				Error(w, r, &verity.Error{Code: verity.EINTERNAL, Op: "panic"})
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withBodyLimit caps every request body.
+func withBodyLimit(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withShortPaths accepts the path shape one page of Messente's documentation
+// shows, /v1/service/{sid}/users/…, by rewriting it to the canonical
+// /v1/service/service/{sid}/users/…. (Registering both shapes on one mux is
+// ambiguous for a service id of "service", which no real id can be.)
+func withShortPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		const prefix = "/v1/service/"
+		if rest, ok := strings.CutPrefix(r.URL.Path, prefix); ok {
+			sid, tail, _ := strings.Cut(rest, "/")
+			if sid != "service" && sid != "" && (strings.HasPrefix(tail, "users") || strings.HasPrefix(tail, "user/")) {
+				r2 := r.Clone(r.Context())
+				r2.URL.Path = prefix + "service/" + rest
+				r2.URL.RawPath = ""
+				r = r2
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}

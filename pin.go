@@ -1,0 +1,74 @@
+package verity
+
+import "time"
+
+// PIN is one code sent to a user. The newest PIN of a user is the pending one;
+// older rows remain only as the send history the rate limits count.
+type PIN struct {
+	ID         string // the auth_id shown to API callers
+	UserID     string
+	Hash       []byte // HMAC-SHA256 of the code under the server key, never the code
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	Attempts   int        // wrong tries counted against this PIN
+	ConsumedAt *time.Time // set once, by the one check that verified it
+}
+
+// PINStart asks the store to make PIN the user's pending PIN, provided the
+// limits below allow one more send. The store enforces them atomically with
+// the insert so that they hold under concurrency and across nodes.
+type PINStart struct {
+	PIN PIN
+
+	SendWindowStart time.Time // sends created after this count against MaxSends
+	MaxSends        int
+	ResendNotBefore time.Time // the previous send must be at or before this unless it was verified
+
+	FailureWindowStart time.Time // a user failure window that began after this is still open
+	FailureLimit       int       // an open window with this many failures blocks sending
+}
+
+// SendHistory is what the store saw when it refused a PINStart, so that the
+// caller can tell which limit applied and when it lifts.
+type SendHistory struct {
+	SendsInWindow  int
+	OldestInWindow time.Time
+	LastSent       time.Time
+	LastVerified   bool
+	Failures       int
+	FailuresSince  time.Time
+}
+
+// PINConsume asks the store to mark PIN ID used, provided it is still the
+// user's pending PIN, unused, unexpired, under its try limit and the user is
+// not locked out. Exactly one of any number of concurrent calls can succeed.
+type PINConsume struct {
+	PINID              string
+	UserID             string
+	Now                time.Time
+	MaxAttempts        int
+	FailureWindowStart time.Time
+	FailureLimit       int
+}
+
+// FailedTry asks the store to count one wrong try: against PIN ID (when set)
+// and against the user's failure budget, in one transaction, and only while
+// both still have room. It reports whether the try was counted.
+type FailedTry struct {
+	PINID              string // empty for factors without a PIN (an authenticator app)
+	UserID             string
+	Now                time.Time
+	MaxAttempts        int
+	FailureWindowStart time.Time // a window that began at or before this has lapsed; a new one starts at Now
+	FailureLimit       int
+}
+
+// Allows reports whether the limits of p permit one more send given what the
+// store saw. Every store calls it inside the transaction that inserts the
+// PIN, so that the decision and the insert are one atomic step.
+func (p PINStart) Allows(seen SendHistory) bool {
+	lockedOut := seen.Failures >= p.FailureLimit && seen.FailuresSince.After(p.FailureWindowStart)
+	tooMany := seen.SendsInWindow >= p.MaxSends
+	tooSoon := !seen.LastSent.IsZero() && !seen.LastVerified && seen.LastSent.After(p.ResendNotBefore)
+	return !lockedOut && !tooMany && !tooSoon
+}

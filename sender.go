@@ -1,0 +1,34 @@
+package verity
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// Message is one text to deliver.
+type Message struct {
+	ID        string    `json:"id"`
+	To        string    `json:"to"`   // E.164
+	From      string    `json:"from"` // sender name
+	Text      string    `json:"text"` // contains the PIN: never log it
+	ServiceID string    `json:"service_id"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// LogValue keeps the PIN and the full number out of any log line that
+// mentions a message.
+func (m Message) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("id", m.ID),
+		slog.String("to", MaskPhone(m.To)),
+		slog.String("service_id", m.ServiceID),
+	)
+}
+
+// Sender delivers messages. Send returns nil only when the provider accepted
+// the message; errors should be *Error with EUPSTREAM (the provider refused)
+// or EUNAVAILABLE (it could not be reached).
+type Sender interface {
+	Send(ctx context.Context, m Message) error
+}

@@ -1,0 +1,187 @@
+// Package sqlite is the embedded verity.Store: one file, WAL, no server.
+//
+// It keeps one writer connection (SQLite allows one writer at a time, and a
+// single connection turns lock contention into a queue in Go) and a pool of
+// read-only connections. Write transactions begin IMMEDIATE so that a
+// read-then-write inside one never fails halfway with SQLITE_BUSY.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"runtime"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	"github.com/verityhq/verity"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// DB is a verity.Store on one SQLite file.
+type DB struct {
+	path   string
+	writer *sql.DB
+	reader *sql.DB
+}
+
+var _ verity.Store = (*DB)(nil)
+
+// Open opens (creating if missing) the database file at path. Call Migrate
+// before use.
+func Open(path string) (*DB, error) {
+	// secure_delete: freed pages and the WAL must not keep old PIN hashes.
+	// synchronous=FULL: an acknowledged PIN or counted attempt survives power loss.
+	pragmas := url.Values{}
+	for _, p := range []string{
+		"busy_timeout(10000)", "journal_mode(WAL)", "foreign_keys(1)",
+		"secure_delete(1)", "synchronous(FULL)",
+	} {
+		pragmas.Add("_pragma", p)
+	}
+	writer, err := sql.Open("sqlite", "file:"+path+"?"+pragmas.Encode()+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite writer: %w", err)
+	}
+	writer.SetMaxOpenConns(1)
+	writer.SetConnMaxIdleTime(0)
+
+	pragmas.Add("_pragma", "query_only(1)")
+	reader, err := sql.Open("sqlite", "file:"+path+"?"+pragmas.Encode())
+	if err != nil {
+		writer.Close()
+		return nil, fmt.Errorf("open sqlite reader: %w", err)
+	}
+	reader.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
+	reader.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
+
+	db := &DB{path: path, writer: writer, reader: reader}
+	if err := writer.Ping(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// Migrate applies pending schema migrations. It refuses a database whose
+// schema is newer than this binary knows.
+func (db *DB) Migrate(ctx context.Context) error {
+	p, err := db.migrator()
+	if err != nil {
+		return err
+	}
+	if err := checkSchemaNotNewer(ctx, p); err != nil {
+		return err
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// CheckSchema returns an error unless the schema is exactly the one this
+// binary knows.
+func (db *DB) CheckSchema(ctx context.Context) error {
+	p, err := db.migrator()
+	if err != nil {
+		return err
+	}
+	if err := checkSchemaNotNewer(ctx, p); err != nil {
+		return err
+	}
+	pending, err := p.HasPending(ctx)
+	if err != nil {
+		return fmt.Errorf("check schema: %w", err)
+	}
+	if pending {
+		return errors.New("database schema is older than this binary: run `verity migrate`")
+	}
+	return nil
+}
+
+func (db *DB) migrator() (*goose.Provider, error) {
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	p, err := goose.NewProvider(goose.DialectSQLite3, db.writer, sub, goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	return p, nil
+}
+
+func checkSchemaNotNewer(ctx context.Context, p *goose.Provider) error {
+	current, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	known := int64(0)
+	for _, s := range p.ListSources() {
+		known = max(known, s.Version)
+	}
+	if current > known {
+		return fmt.Errorf("database schema version %d is newer than this binary understands (%d): upgrade verity", current, known)
+	}
+	return nil
+}
+
+// Ping reports whether the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	var one int
+	return db.reader.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+}
+
+// Close closes both pools.
+func (db *DB) Close() error {
+	return errors.Join(db.reader.Close(), db.writer.Close())
+}
+
+// micros and fromMicros store times as microseconds since the epoch: exact,
+// sortable and cheap to compare in SQL.
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us).UTC()
+}
+
+// translate maps driver errors to verity errors by their SQLite result code.
+func translate(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return &verity.Error{Code: verity.ENOTFOUND, Op: op, Err: err}
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+			return &verity.Error{Code: verity.ECONFLICT, Op: op, Err: err}
+		case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY, sqlite3.SQLITE_CONSTRAINT_TRIGGER:
+			return &verity.Error{Code: verity.ECONFLICT, Op: op, Err: err}
+		}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// notFound reports a missing row for op.
+func notFound(op string) error {
+	return &verity.Error{Code: verity.ENOTFOUND, Op: op}
+}

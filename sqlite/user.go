@@ -1,0 +1,78 @@
+package sqlite
+
+import (
+	"context"
+
+	"github.com/verityhq/verity"
+)
+
+const userColumns = `id, service_id, id_in_service, phone, phone_type, created_at, failure_count, failure_window_start`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanUser(row scanner) (*verity.User, error) {
+	u := &verity.User{}
+	var created, windowStart int64
+	if err := row.Scan(&u.ID, &u.ServiceID, &u.IDInService, &u.Phone, &u.PhoneType,
+		&created, &u.FailureCount, &windowStart); err != nil {
+		return nil, err
+	}
+	u.CreatedAt = fromMicros(created)
+	u.FailureWindowStart = fromMicros(windowStart)
+	return u, nil
+}
+
+// CreateUser inserts u; ECONFLICT if id_in_service is taken in the service.
+func (db *DB) CreateUser(ctx context.Context, u *verity.User) error {
+	_, err := db.writer.ExecContext(ctx,
+		`INSERT INTO users (id, service_id, id_in_service, phone, phone_type, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		u.ID, u.ServiceID, u.IDInService, u.Phone, u.PhoneType, micros(u.CreatedAt))
+	return translate("sqlite.CreateUser", err)
+}
+
+// User returns the user id of service serviceID.
+func (db *DB) User(ctx context.Context, serviceID, id string) (*verity.User, error) {
+	u, err := scanUser(db.reader.QueryRowContext(ctx,
+		`SELECT `+userColumns+` FROM users WHERE id = ? AND service_id = ?`, id, serviceID))
+	if err != nil {
+		return nil, translate("sqlite.User", err)
+	}
+	return u, nil
+}
+
+// ListUsers returns up to limit users in creation order and the total count.
+func (db *DB) ListUsers(ctx context.Context, serviceID string, limit int) ([]*verity.User, int, error) {
+	tx, err := db.reader.BeginTx(ctx, nil) // one snapshot for the page and the count
+	if err != nil {
+		return nil, 0, translate("sqlite.ListUsers", err)
+	}
+	defer tx.Rollback()
+	var total int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM users WHERE service_id = ?`, serviceID).Scan(&total); err != nil {
+		return nil, 0, translate("sqlite.ListUsers", err)
+	}
+	rows, err := tx.QueryContext(ctx,
+		`SELECT `+userColumns+` FROM users WHERE service_id = ? ORDER BY seq LIMIT ?`, serviceID, limit)
+	if err != nil {
+		return nil, 0, translate("sqlite.ListUsers", err)
+	}
+	defer rows.Close()
+	users := make([]*verity.User, 0, min(limit, total))
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, 0, translate("sqlite.ListUsers", err)
+		}
+		users = append(users, u)
+	}
+	return users, total, translate("sqlite.ListUsers", rows.Err())
+}
+
+// DeleteUser deletes the user and, by cascade, its PINs.
+func (db *DB) DeleteUser(ctx context.Context, serviceID, id string) error {
+	res, err := db.writer.ExecContext(ctx, `DELETE FROM users WHERE id = ? AND service_id = ?`, id, serviceID)
+	if err != nil {
+		return translate("sqlite.DeleteUser", err)
+	}
+	return requireRow("sqlite.DeleteUser", res)
+}

@@ -1,0 +1,110 @@
+package totp_test
+
+import (
+	"bytes"
+	"encoding/base32"
+	"net/url"
+	"testing"
+
+	"github.com/verityhq/verity/totp"
+)
+
+func TestGenerateSecret(t *testing.T) {
+	for _, tt := range []struct {
+		alg  totp.Algorithm
+		size int
+	}{
+		{totp.SHA1, 20},
+		{totp.SHA256, 32},
+		{totp.SHA512, 64},
+	} {
+		t.Run(string(tt.alg)+" secrets are the hash size and differ", func(t *testing.T) {
+			a, err := totp.GenerateSecret(tt.alg)
+			if err != nil {
+				t.Fatalf("GenerateSecret: %v", err)
+			}
+			b, err := totp.GenerateSecret(tt.alg)
+			if err != nil {
+				t.Fatalf("GenerateSecret: %v", err)
+			}
+			if got, want := len(a), tt.size; got != want {
+				t.Fatalf("len(secret) = %d, want %d", got, want)
+			}
+			if bytes.Equal(a, b) {
+				t.Fatal("two generated secrets are equal")
+			}
+		})
+	}
+	t.Run("an unknown algorithm is an error", func(t *testing.T) {
+		if _, err := totp.GenerateSecret("MD5"); err == nil {
+			t.Fatal("GenerateSecret(MD5) succeeded, want error")
+		}
+	})
+}
+
+func TestEncodeSecret(t *testing.T) {
+	// RFC 4648 §10 test vector, unpadded.
+	if got, want := totp.EncodeSecret([]byte("foobar")), "MZXW6YTBOI"; got != want {
+		t.Fatalf("EncodeSecret = %q, want %q", got, want)
+	}
+	secret := []byte("12345678901234567890")
+	got, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(totp.EncodeSecret(secret))
+	if err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("decode(EncodeSecret(secret)) = %q, %v; want %q", got, err, secret)
+	}
+}
+
+func TestURI(t *testing.T) {
+	secret := []byte("12345678901234567890")
+	const b32 = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+	for _, tt := range []struct {
+		name    string
+		issuer  string
+		account string
+		p       totp.Params
+		want    string
+	}{
+		{
+			name: "default params", issuer: "Verity", account: "alice@example.com", p: totp.DefaultParams(),
+			want: "otpauth://totp/Verity:alice@example.com?secret=" + b32 + "&issuer=Verity&algorithm=SHA1&digits=6&period=30",
+		},
+		{
+			name: "spaces are percent-escaped in label and query", issuer: "Acme Co", account: "Jane Doe", p: totp.Params{Algorithm: totp.SHA256, Digits: 8, Period: 60, Skew: 1},
+			want: "otpauth://totp/Acme%20Co:Jane%20Doe?secret=" + b32 + "&issuer=Acme%20Co&algorithm=SHA256&digits=8&period=60",
+		},
+		{
+			name: "colons, slashes, ampersands and plus signs are escaped", issuer: "A&B:C", account: "x/y+z?", p: totp.DefaultParams(),
+			want: "otpauth://totp/A&B%3AC:x%2Fy%2Bz%3F?secret=" + b32 + "&issuer=A%26B%3AC&algorithm=SHA1&digits=6&period=30",
+		},
+		{
+			name: "an empty issuer leaves only the account", issuer: "", account: "bob", p: totp.DefaultParams(),
+			want: "otpauth://totp/bob?secret=" + b32 + "&algorithm=SHA1&digits=6&period=30",
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := totp.URI(tt.issuer, tt.account, secret, tt.p)
+			if got != tt.want {
+				t.Fatalf("URI =\n  %s\nwant\n  %s", got, tt.want)
+			}
+			// Whatever the escaping, a standard parser must read the parts back.
+			u, err := url.Parse(got)
+			if err != nil {
+				t.Fatalf("url.Parse: %v", err)
+			}
+			wantLabel := tt.account
+			if tt.issuer != "" {
+				wantLabel = tt.issuer + ":" + tt.account
+			}
+			if got, want := u.Path, "/"+wantLabel; got != want {
+				t.Fatalf("parsed path = %q, want %q", got, want)
+			}
+			q := u.Query()
+			if got, want := q.Get("issuer"), tt.issuer; got != want {
+				t.Fatalf("parsed issuer = %q, want %q", got, want)
+			}
+			if got, want := q.Get("secret"), b32; got != want {
+				t.Fatalf("parsed secret = %q, want %q", got, want)
+			}
+		})
+	}
+}
