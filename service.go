@@ -27,6 +27,13 @@ type Settings struct {
 	FailureWindowMinutes  int    `json:"failure_window_minutes"`  // 1–1440
 	MessageTemplate       string `json:"message_template"`        // must contain <PIN>; {service} is the service name
 	SenderName            string `json:"sender_name"`             // SMS "from"
+
+	// Authenticator apps (RFC 6238). Changes apply to new enrolments only:
+	// an enrolled app keeps the parameters its QR code carried.
+	TOTPAlgorithm     string `json:"totp_algorithm"`      // SHA1, SHA256 or SHA512
+	TOTPDigits        int    `json:"totp_digits"`         // 6 or 8
+	TOTPPeriodSeconds int    `json:"totp_period_seconds"` // 30 or 60
+	TOTPWindow        int    `json:"totp_window"`         // steps accepted each side of now, 0–2
 }
 
 // DefaultSettings returns the policy a new service starts with.
@@ -42,6 +49,10 @@ func DefaultSettings() Settings {
 		FailureWindowMinutes:  60,
 		MessageTemplate:       "Your {service} code is <PIN>",
 		SenderName:            "Verity",
+		TOTPAlgorithm:         "SHA1",
+		TOTPDigits:            6,
+		TOTPPeriodSeconds:     30,
+		TOTPWindow:            1,
 	}
 }
 

@@ -45,6 +45,34 @@ type Store interface {
 	// no longer need.
 	DeletePINsBefore(ctx context.Context, t time.Time) (int64, error)
 
+	// PutPendingFactor stores f as the user's pending factor, replacing a
+	// pending one; ECONFLICT while the user has an active factor.
+	PutPendingFactor(ctx context.Context, f *Factor) error
+	// Factor returns the user's factor, pending or active.
+	Factor(ctx context.Context, userID string) (*Factor, error)
+	// ActivateFactor makes the pending factor a.FactorID active, records
+	// a.Step as used and stores the recovery codes, in one transaction. It
+	// reports false when that factor is no longer the pending one.
+	ActivateFactor(ctx context.Context, a FactorActivation) (bool, error)
+	// DeleteFactor removes the user's factor, its used steps and recovery codes.
+	DeleteFactor(ctx context.Context, userID string) error
+	// UseStep accepts a code's time step if u's conditions hold (a unique
+	// key on user and step makes a replay impossible); it reports whether it did.
+	UseStep(ctx context.Context, u StepUse) (bool, error)
+	// UseRecoveryCode consumes a matching unused recovery code if u's
+	// conditions hold; it reports whether it did.
+	UseRecoveryCode(ctx context.Context, u RecoveryUse) (bool, error)
+	// RecoveryCodesLeft counts the user's unused recovery codes.
+	RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
+	// SetLastMethod records the method of the user's latest start ("sms" or "totp").
+	SetLastMethod(ctx context.Context, userID, method string) error
+	// FactorsNotUnderKey returns up to limit factors whose seed is sealed
+	// under another key than keyID, for key rotation.
+	FactorsNotUnderKey(ctx context.Context, keyID string, limit int) ([]*Factor, error)
+	// RekeyFactor replaces a factor's sealed seed if it is still sealed under
+	// oldKeyID; it reports whether it did.
+	RekeyFactor(ctx context.Context, factorID, oldKeyID, newKeyID string, secret []byte) (bool, error)
+
 	// Ping reports whether the database is reachable.
 	Ping(ctx context.Context) error
 	Close() error

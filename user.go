@@ -10,6 +10,7 @@ type User struct {
 	Phone       string // E.164
 	PhoneType   string // libphonenumber's number type, e.g. "MOBILE", "UNKNOWN"
 	CreatedAt   time.Time
+	LastMethod  string // method of the latest start: "sms", "totp" or "" before any
 
 	// The per-user failure budget: wrong tries counted in a fixed window that
 	// starts at the first failure. Sending a new PIN never resets it.

@@ -6,7 +6,7 @@ import (
 	"github.com/verityhq/verity"
 )
 
-const userColumns = `id, service_id, id_in_service, phone, phone_type, created_at, failure_count, failure_window_start`
+const userColumns = `id, service_id, id_in_service, phone, phone_type, created_at, failure_count, failure_window_start, last_method`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -14,7 +14,7 @@ func scanUser(row scanner) (*verity.User, error) {
 	u := &verity.User{}
 	var created, windowStart int64
 	if err := row.Scan(&u.ID, &u.ServiceID, &u.IDInService, &u.Phone, &u.PhoneType,
-		&created, &u.FailureCount, &windowStart); err != nil {
+		&created, &u.FailureCount, &windowStart, &u.LastMethod); err != nil {
 		return nil, err
 	}
 	u.CreatedAt = fromMicros(created)
@@ -75,4 +75,13 @@ func (db *DB) DeleteUser(ctx context.Context, serviceID, id string) error {
 		return translate("sqlite.DeleteUser", err)
 	}
 	return requireRow("sqlite.DeleteUser", res)
+}
+
+// SetLastMethod records the method of the user's latest start.
+func (db *DB) SetLastMethod(ctx context.Context, userID, method string) error {
+	res, err := db.writer.ExecContext(ctx, `UPDATE users SET last_method = ? WHERE id = ?`, method, userID)
+	if err != nil {
+		return translate("sqlite.SetLastMethod", err)
+	}
+	return requireRow("sqlite.SetLastMethod", res)
 }

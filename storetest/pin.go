@@ -1,0 +1,246 @@
+package storetest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/verityhq/verity"
+)
+
+// consumeAt and failAt build the check-side requests with the default policy.
+func consumeAt(p *verity.PIN, now time.Time) verity.PINConsume {
+	s := verity.DefaultSettings()
+	return verity.PINConsume{PINID: p.ID, UserID: p.UserID, Now: now, MaxAttempts: s.MaxAttempts,
+		FailureWindowStart: now.Add(-s.FailureWindow()), FailureLimit: s.FailureLimit}
+}
+
+func failAt(p *verity.PIN, now time.Time) verity.FailedTry {
+	s := verity.DefaultSettings()
+	return verity.FailedTry{PINID: p.ID, UserID: p.UserID, Now: now, MaxAttempts: s.MaxAttempts,
+		FailureWindowStart: now.Add(-s.FailureWindow()), FailureLimit: s.FailureLimit}
+}
+
+func mustStart(t *testing.T, s verity.Store, u *verity.User, now time.Time) *verity.PIN {
+	t.Helper()
+	start := startAt(u, now)
+	ok, seen, err := s.StartPIN(context.Background(), start)
+	if err != nil || !ok {
+		t.Fatalf("StartPIN at %v = %v, %+v, %v; want started", now, ok, seen, err)
+	}
+	return &start.PIN
+}
+
+func testPINs(t *testing.T, open Open) {
+	ctx := context.Background()
+
+	t.Run("the newest PIN is pending and reads back exactly", func(t *testing.T) {
+		f := newFixture(t, open)
+		_, err := f.store.PendingPIN(ctx, f.user.ID)
+		wantCode(t, "PendingPIN(none)", err, verity.ENOTFOUND)
+		mustStart(t, f.store, f.user, t0)
+		second := mustStart(t, f.store, f.user, t0.Add(31*time.Second))
+		got, err := f.store.PendingPIN(ctx, f.user.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(second, got); diff != "" {
+			t.Fatalf("PendingPIN mismatch (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("a second send inside the resend interval is refused with the history", func(t *testing.T) {
+		f := newFixture(t, open)
+		first := mustStart(t, f.store, f.user, t0)
+		ok, seen, err := f.store.StartPIN(ctx, startAt(f.user, t0.Add(29*time.Second)))
+		if err != nil || ok {
+			t.Fatalf("StartPIN inside 30 s = %v, %v; want refused", ok, err)
+		}
+		want := verity.SendHistory{SendsInWindow: 1, OldestInWindow: first.CreatedAt, LastSent: first.CreatedAt}
+		if diff := cmp.Diff(want, seen); diff != "" {
+			t.Fatalf("SendHistory mismatch (-want +got):\n%s", diff)
+		}
+		got, _ := f.store.PendingPIN(ctx, f.user.ID)
+		if got.ID != first.ID {
+			t.Fatal("a refused start replaced the pending PIN")
+		}
+	})
+
+	t.Run("a verified PIN lifts the resend interval", func(t *testing.T) {
+		f := newFixture(t, open)
+		p := mustStart(t, f.store, f.user, t0)
+		if ok, err := f.store.ConsumePIN(ctx, consumeAt(p, t0.Add(time.Second))); err != nil || !ok {
+			t.Fatalf("ConsumePIN = %v, %v", ok, err)
+		}
+		mustStart(t, f.store, f.user, t0.Add(2*time.Second))
+	})
+
+	t.Run("at most MaxSends sends per window", func(t *testing.T) {
+		f := newFixture(t, open)
+		now := t0
+		for range verity.DefaultSettings().MaxSends {
+			mustStart(t, f.store, f.user, now)
+			now = now.Add(31 * time.Second)
+		}
+		ok, seen, err := f.store.StartPIN(ctx, startAt(f.user, now))
+		if err != nil || ok || seen.SendsInWindow != 5 || !seen.OldestInWindow.Equal(t0) {
+			t.Fatalf("sixth StartPIN = %v, %+v, %v; want refused with 5 sends since t0", ok, seen, err)
+		}
+		mustStart(t, f.store, f.user, t0.Add(10*time.Minute+time.Microsecond)) // the first send left the window
+	})
+
+	t.Run("a failed delivery is aborted and refunded", func(t *testing.T) {
+		f := newFixture(t, open)
+		p := mustStart(t, f.store, f.user, t0)
+		if err := f.store.AbortPIN(ctx, p.ID); err != nil {
+			t.Fatal(err)
+		}
+		_, err := f.store.PendingPIN(ctx, f.user.ID)
+		wantCode(t, "PendingPIN(after abort)", err, verity.ENOTFOUND)
+		mustStart(t, f.store, f.user, t0.Add(time.Second)) // no resend interval applies
+	})
+
+	t.Run("a PIN is consumed once", func(t *testing.T) {
+		f := newFixture(t, open)
+		p := mustStart(t, f.store, f.user, t0)
+		for i, want := range []bool{true, false} {
+			if ok, err := f.store.ConsumePIN(ctx, consumeAt(p, t0.Add(time.Second))); err != nil || ok != want {
+				t.Fatalf("ConsumePIN #%d = %v, %v; want %v", i+1, ok, err, want)
+			}
+		}
+		got, _ := f.store.PendingPIN(ctx, f.user.ID)
+		if got.ConsumedAt == nil || !got.ConsumedAt.Equal(t0.Add(time.Second)) {
+			t.Fatalf("ConsumedAt = %v, want %v", got.ConsumedAt, t0.Add(time.Second))
+		}
+	})
+
+	t.Run("an expired, replaced or exhausted PIN is not consumed", func(t *testing.T) {
+		f := newFixture(t, open)
+		p := mustStart(t, f.store, f.user, t0)
+		if ok, _ := f.store.ConsumePIN(ctx, consumeAt(p, p.ExpiresAt)); ok {
+			t.Fatal("ConsumePIN at expiry succeeded")
+		}
+		newer := mustStart(t, f.store, f.user, t0.Add(31*time.Second))
+		if ok, _ := f.store.ConsumePIN(ctx, consumeAt(p, t0.Add(32*time.Second))); ok {
+			t.Fatal("ConsumePIN of a replaced PIN succeeded")
+		}
+		for range verity.DefaultSettings().MaxAttempts {
+			if ok, err := f.store.CountFailedTry(ctx, failAt(newer, t0.Add(40*time.Second))); err != nil || !ok {
+				t.Fatalf("CountFailedTry = %v, %v", ok, err)
+			}
+		}
+		if ok, _ := f.store.CountFailedTry(ctx, failAt(newer, t0.Add(40*time.Second))); ok {
+			t.Fatal("CountFailedTry past MaxAttempts succeeded")
+		}
+		if ok, _ := f.store.ConsumePIN(ctx, consumeAt(newer, t0.Add(41*time.Second))); ok {
+			t.Fatal("ConsumePIN of an exhausted PIN succeeded")
+		}
+		got, _ := f.store.PendingPIN(ctx, f.user.ID)
+		if got.Attempts != 5 {
+			t.Fatalf("Attempts = %d, want 5", got.Attempts)
+		}
+	})
+
+	t.Run("the user failure budget survives new PINs and locks consume and start", func(t *testing.T) {
+		f := newFixture(t, open)
+		now := t0
+		for range 2 { // two PINs × 5 wrong tries = the default failure limit of 10
+			p := mustStart(t, f.store, f.user, now)
+			for range 5 {
+				if ok, err := f.store.CountFailedTry(ctx, failAt(p, now)); err != nil || !ok {
+					t.Fatalf("CountFailedTry = %v, %v", ok, err)
+				}
+			}
+			now = now.Add(31 * time.Second)
+		}
+		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
+		if u.FailureCount != 10 || !u.FailureWindowStart.Equal(t0) {
+			t.Fatalf("failures = %d since %v, want 10 since %v", u.FailureCount, u.FailureWindowStart, t0)
+		}
+		ok, seen, err := f.store.StartPIN(ctx, startAt(f.user, now))
+		if err != nil || ok || seen.Failures != 10 {
+			t.Fatalf("StartPIN while locked = %v, %+v, %v; want refused", ok, seen, err)
+		}
+		// A try without a PIN (an authenticator code) is refused too.
+		try := verity.FailedTry{UserID: f.user.ID, Now: now, FailureWindowStart: now.Add(-time.Hour), FailureLimit: 10}
+		if ok, _ := f.store.CountFailedTry(ctx, try); ok {
+			t.Fatal("CountFailedTry while locked succeeded")
+		}
+		// Once the window has lapsed a failure opens a new window at 1.
+		later := t0.Add(time.Hour + time.Second)
+		try = verity.FailedTry{UserID: f.user.ID, Now: later, FailureWindowStart: later.Add(-time.Hour), FailureLimit: 10}
+		if ok, err := f.store.CountFailedTry(ctx, try); err != nil || !ok {
+			t.Fatalf("CountFailedTry after the window = %v, %v", ok, err)
+		}
+		u, _ = f.store.User(ctx, f.service.ID, f.user.ID)
+		if u.FailureCount != 1 || !u.FailureWindowStart.Equal(later) {
+			t.Fatalf("failures = %d since %v, want 1 since %v", u.FailureCount, u.FailureWindowStart, later)
+		}
+	})
+
+	t.Run("old history is deleted", func(t *testing.T) {
+		f := newFixture(t, open)
+		mustStart(t, f.store, f.user, t0)
+		n, err := f.store.DeletePINsBefore(ctx, t0.Add(time.Microsecond))
+		if err != nil || n != 1 {
+			t.Fatalf("DeletePINsBefore = %d, %v; want 1", n, err)
+		}
+		_, err = f.store.PendingPIN(ctx, f.user.ID)
+		wantCode(t, "PendingPIN(after cleanup)", err, verity.ENOTFOUND)
+	})
+}
+
+func testPINConcurrency(t *testing.T, open Open) {
+	ctx := context.Background()
+
+	t.Run("of 100 concurrent consumes of one PIN exactly one wins", func(t *testing.T) {
+		f := newFixture(t, open)
+		p := mustStart(t, f.store, f.user, t0)
+		wins := parallel(t, 100, func(int) (bool, error) {
+			return f.store.ConsumePIN(ctx, consumeAt(p, t0.Add(time.Second)))
+		})
+		if wins != 1 {
+			t.Fatalf("%d consumes won, want exactly 1", wins)
+		}
+	})
+
+	t.Run("of 200 concurrent wrong tries exactly MaxAttempts count", func(t *testing.T) {
+		f := newFixture(t, open)
+		p := mustStart(t, f.store, f.user, t0)
+		counted := parallel(t, 200, func(int) (bool, error) {
+			return f.store.CountFailedTry(ctx, failAt(p, t0.Add(time.Second)))
+		})
+		if want := verity.DefaultSettings().MaxAttempts; counted != want {
+			t.Fatalf("%d wrong tries counted, want exactly %d", counted, want)
+		}
+		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
+		if u.FailureCount != counted {
+			t.Fatalf("user failures = %d, want %d (counted with the PIN, atomically)", u.FailureCount, counted)
+		}
+	})
+
+	t.Run("of 50 concurrent starts exactly one passes the resend interval", func(t *testing.T) {
+		f := newFixture(t, open)
+		started := parallel(t, 50, func(int) (bool, error) {
+			ok, _, err := f.store.StartPIN(ctx, startAt(f.user, t0))
+			return ok, err
+		})
+		if started != 1 {
+			t.Fatalf("%d starts passed, want exactly 1", started)
+		}
+	})
+
+	t.Run("concurrent starts never pass MaxSends", func(t *testing.T) {
+		f := newFixture(t, open)
+		started := parallel(t, 50, func(i int) (bool, error) {
+			s := startAt(f.user, t0)
+			s.ResendNotBefore = t0.Add(time.Hour) // only MaxSends limits here
+			ok, _, err := f.store.StartPIN(ctx, s)
+			return ok, err
+		})
+		if want := verity.DefaultSettings().MaxSends; started != want {
+			t.Fatalf("%d starts passed, want exactly %d", started, want)
+		}
+	})
+}
