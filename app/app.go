@@ -19,6 +19,8 @@ type App struct {
 	keys   *Keys
 	log    *slog.Logger
 
+	// Seeds seals authenticator seeds; nil disables authenticator apps.
+	Seeds SeedKeyring
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 	// SendTimeout bounds one delivery attempt.

@@ -17,9 +17,10 @@ import (
 // Keys holds the keys derived from the server secret. Each purpose gets its
 // own key so that a value computed for one purpose is useless for another.
 type Keys struct {
-	master []byte
-	pin    []byte
-	cred   []byte
+	master   []byte
+	pin      []byte
+	cred     []byte
+	recovery []byte
 }
 
 // NewKeys derives the purpose keys from a master secret of at least 32 bytes.
@@ -28,9 +29,10 @@ func NewKeys(master []byte) (*Keys, error) {
 		return nil, errors.New("server secret key must be at least 32 bytes")
 	}
 	return &Keys{
-		master: master,
-		pin:    derive(master, "verity pin hash v1"),
-		cred:   derive(master, "verity api credential v1"),
+		master:   master,
+		pin:      derive(master, "verity pin hash v1"),
+		cred:     derive(master, "verity api credential v1"),
+		recovery: derive(master, "verity recovery code v1"),
 	}, nil
 }
 
@@ -45,6 +47,15 @@ func derive(master []byte, label string) []byte {
 func (k *Keys) PINHash(pinID, code string) []byte {
 	m := hmac.New(sha256.New, k.pin)
 	m.Write([]byte(pinID))
+	m.Write([]byte{0})
+	m.Write([]byte(code))
+	return m.Sum(nil)
+}
+
+// RecoveryCodeHash is the stored form of a recovery code, bound to its user.
+func (k *Keys) RecoveryCodeHash(userID, code string) []byte {
+	m := hmac.New(sha256.New, k.recovery)
+	m.Write([]byte(userID))
 	m.Write([]byte{0})
 	m.Write([]byte(code))
 	return m.Sum(nil)

@@ -31,6 +31,20 @@ func ValidateSettings(s verity.Settings) error {
 			return verity.Errorf(verity.EINVALID, "%s must be between %d and %d", r.name, r.min, r.max)
 		}
 	}
+	switch s.TOTPAlgorithm {
+	case "SHA1", "SHA256", "SHA512":
+	default:
+		return verity.Errorf(verity.EINVALID, "totp_algorithm must be SHA1, SHA256 or SHA512")
+	}
+	if s.TOTPDigits != 6 && s.TOTPDigits != 8 {
+		return verity.Errorf(verity.EINVALID, "totp_digits must be 6 or 8")
+	}
+	if s.TOTPPeriodSeconds != 30 && s.TOTPPeriodSeconds != 60 {
+		return verity.Errorf(verity.EINVALID, "totp_period_seconds must be 30 or 60")
+	}
+	if s.TOTPWindow < 0 || s.TOTPWindow > 2 {
+		return verity.Errorf(verity.EINVALID, "totp_window must be between 0 and 2")
+	}
 	if strings.Count(s.MessageTemplate, pinPlaceholder) != 1 {
 		return verity.Errorf(verity.EINVALID, "message_template must contain %s exactly once", pinPlaceholder)
 	}

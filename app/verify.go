@@ -17,6 +17,8 @@ import (
 const (
 	MethodSMS  = "sms"
 	MethodTOTP = "totp"
+	// MethodRecovery checks a one-time recovery code (a Verity extension).
+	MethodRecovery = "recovery"
 )
 
 // Check results of the Verigator API.
@@ -37,7 +39,7 @@ type Started struct {
 // Check is one verification attempt.
 type Check struct {
 	Token  string
-	Method string // optional: "sms", "totp" or empty
+	Method string // optional: "sms", "totp", "recovery" or empty
 	AuthID string // optional: the PIN the caller means
 }
 
@@ -48,9 +50,10 @@ type Checked struct {
 	Result   string
 }
 
-// StartVerification starts verifying a user: for "sms" (and, while the user
-// has no authenticator app, for "totp") it sends a new PIN that replaces the
-// pending one, within the service's send limits.
+// StartVerification starts verifying a user. "totp" for a user with an
+// active authenticator app sends nothing: the user reads the code from the
+// app. "sms", and "totp" for a user without one, send a new PIN that
+// replaces the pending one, within the service's send limits.
 func (a *App) StartVerification(ctx context.Context, acct *verity.Account, serviceID, userID, method string) (Started, error) {
 	if method != MethodSMS && method != MethodTOTP {
 		return Started{}, verity.Errorf(verity.EINVALID, `method must be "sms" or "totp"`)
@@ -59,9 +62,42 @@ func (a *App) StartVerification(ctx context.Context, acct *verity.Account, servi
 	if err != nil {
 		return Started{}, err
 	}
-	// No authenticator app exists for anyone yet: "totp" falls back to SMS, as
-	// the Verigator contract says.
-	return a.sendPIN(ctx, svc, user)
+	if method == MethodTOTP {
+		f, err := a.activeFactor(ctx, user)
+		if err != nil {
+			return Started{}, err
+		}
+		if f != nil {
+			if err := a.recordMethod(ctx, user, MethodTOTP); err != nil {
+				return Started{}, err
+			}
+			return Started{Method: MethodTOTP}, nil
+		}
+		// No app set up: fall back to SMS, as the Verigator contract says.
+	}
+	started, err := a.sendPIN(ctx, svc, user)
+	if err != nil {
+		return Started{}, err
+	}
+	return started, a.recordMethod(ctx, user, MethodSMS)
+}
+
+// activeFactor returns the user's active authenticator app, or nil.
+func (a *App) activeFactor(ctx context.Context, user *verity.User) (*verity.Factor, error) {
+	f, err := a.store.Factor(ctx, user.ID)
+	if verity.ErrorCode(err) == verity.ENOTFOUND || (err == nil && f.Status != verity.FactorActive) {
+		return nil, nil
+	}
+	return f, err
+}
+
+// recordMethod remembers the latest start's method, which decides what a
+// check without "method" verifies. It writes only when the method changes.
+func (a *App) recordMethod(ctx context.Context, user *verity.User, method string) error {
+	if user.LastMethod == method {
+		return nil
+	}
+	return notFound(a.store.SetLastMethod(ctx, user.ID, method), "no such user")
 }
 
 func (a *App) sendPIN(ctx context.Context, svc *verity.Service, user *verity.User) (Started, error) {
@@ -146,11 +182,15 @@ func sendLimitError(policy verity.Settings, seen verity.SendHistory, now time.Ti
 	return &verity.Error{Code: verity.ERATELIMIT, Message: message, RetryAfter: max(wait, time.Second)}
 }
 
-// CheckVerification checks a code the user typed against the pending PIN.
-// Of any number of concurrent checks of the right PIN exactly one verifies.
+// CheckVerification checks a code the user typed: an authenticator code
+// when the method says so (explicitly, or by the user's latest start being
+// "totp"), a recovery code for "recovery", the pending SMS PIN otherwise.
+// Of any number of concurrent checks of one right code exactly one verifies.
 func (a *App) CheckVerification(ctx context.Context, acct *verity.Account, serviceID, userID string, c Check) (Checked, error) {
-	if c.Method != "" && c.Method != MethodSMS && c.Method != MethodTOTP {
-		return Checked{}, verity.Errorf(verity.EINVALID, `method must be "sms" or "totp"`)
+	switch c.Method {
+	case "", MethodSMS, MethodTOTP, MethodRecovery:
+	default:
+		return Checked{}, verity.Errorf(verity.EINVALID, `method must be "sms", "totp" or "recovery"`)
 	}
 	if c.Token == "" || len(c.Token) > 64 {
 		return Checked{}, verity.Errorf(verity.EINVALID, "token is required and must be at most 64 characters")
@@ -160,10 +200,38 @@ func (a *App) CheckVerification(ctx context.Context, acct *verity.Account, servi
 		return Checked{}, err
 	}
 	policy := svc.Settings
+	if c.Method == MethodRecovery {
+		return a.checkRecovery(ctx, user, policy, c.Token)
+	}
+	if c.Method == MethodTOTP || (c.Method == "" && user.LastMethod == MethodTOTP) {
+		factor, err := a.activeFactor(ctx, user)
+		if err != nil {
+			return Checked{}, err
+		}
+		if factor != nil {
+			return a.checkTOTP(ctx, user, factor, policy, c.Token)
+		}
+		// "totp" for a user without an app was answered with an SMS PIN.
+	}
 	pin, err := a.store.PendingPIN(ctx, user.ID)
+	if verity.ErrorCode(err) == verity.ENOTFOUND && c.Method == "" {
+		// No PIN pending: an app is the only thing left to check.
+		factor, ferr := a.activeFactor(ctx, user)
+		if ferr != nil {
+			return Checked{}, ferr
+		}
+		if factor != nil {
+			return a.checkTOTP(ctx, user, factor, policy, c.Token)
+		}
+	}
 	if err != nil {
 		return Checked{}, notFound(err, "there is no pending verification for this user")
 	}
+	return a.checkPIN(ctx, user, pin, policy, c)
+}
+
+// checkPIN checks the pending SMS PIN.
+func (a *App) checkPIN(ctx context.Context, user *verity.User, pin *verity.PIN, policy verity.Settings, c Check) (Checked, error) {
 	now := a.Now()
 	checked := func(result string) (Checked, error) {
 		return Checked{Method: MethodSMS, Verified: result == ResultVerified, Result: result}, nil
@@ -188,10 +256,7 @@ func (a *App) CheckVerification(ctx context.Context, acct *verity.Account, servi
 			return checked(ResultVerified)
 		}
 	} else {
-		counted, err := a.store.CountFailedTry(ctx, verity.FailedTry{
-			PINID: pin.ID, UserID: user.ID, Now: now, MaxAttempts: policy.MaxAttempts,
-			FailureWindowStart: failureWindowStart, FailureLimit: policy.FailureLimit,
-		})
+		counted, err := a.store.CountFailedTry(ctx, a.failedTry(user, policy, now, pin.ID))
 		if err != nil {
 			return Checked{}, err
 		}

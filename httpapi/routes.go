@@ -69,6 +69,11 @@ func (s *Server) Handler() http.Handler {
 		authed("DELETE "+svc+"/{sid}"+users+"{uid}", s.deleteUser)
 		authed("POST "+svc+"/{sid}"+users+"{uid}/auth", s.startAuth)
 		authed("PUT "+svc+"/{sid}"+users+"{uid}/auth", s.checkAuth)
+		authed("POST "+svc+"/{sid}"+users+"{uid}/totp", s.enrolTOTP)
+		authed("PUT "+svc+"/{sid}"+users+"{uid}/totp", s.confirmTOTP)
+		authed("GET "+svc+"/{sid}"+users+"{uid}/totp", s.getTOTP)
+		authed("DELETE "+svc+"/{sid}"+users+"{uid}/totp", s.deleteTOTP)
+		authed("GET "+svc+"/{sid}"+users+"{uid}/totp/qr.png", s.totpQR)
 	}
 
 	// Everything else answers JSON too: Verigator clients parse every body.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/verityhq/verity"
 	"github.com/verityhq/verity/app"
+	"github.com/verityhq/verity/secretbox"
 )
 
 type accountCmd struct {
@@ -36,12 +37,18 @@ func (f *dbFlags) withApp(ctx context.Context, fn func(*app.App) error) error {
 	if err != nil {
 		return err
 	}
+	seeds, err := f.loadSeedKeys()
+	if err != nil {
+		return err
+	}
 	store, err := f.openStore(ctx)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	return fn(app.New(store, nil, keys, nil))
+	a := app.New(store, nil, keys, nil)
+	a.Seeds = seeds
+	return fn(a)
 }
 
 func (c *accountCreateCmd) Run(ctx context.Context) error {
@@ -94,4 +101,38 @@ func (c *migrateCmd) Run(ctx context.Context) error {
 	}
 	fmt.Fprintln(os.Stderr, "database schema is up to date")
 	return store.Close()
+}
+
+type keysCmd struct {
+	Rotate    keysRotateCmd    `cmd:"" help:"Add a new primary seed key and re-encrypt every authenticator seed under it."`
+	Reencrypt keysReencryptCmd `cmd:"" help:"Re-encrypt seeds still under an older key (idempotent; resumes an interrupted rotation)."`
+}
+
+type keysRotateCmd struct {
+	dbFlags
+}
+
+func (c *keysRotateCmd) Run(ctx context.Context) error {
+	return c.withApp(ctx, func(a *app.App) error {
+		id, err := a.Seeds.(*secretbox.FileKeyring).Rotate()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "new primary seed key %q written; running servers pick it up within a second\n", id)
+		return reencrypt(ctx, a)
+	})
+}
+
+type keysReencryptCmd struct {
+	dbFlags
+}
+
+func (c *keysReencryptCmd) Run(ctx context.Context) error {
+	return c.withApp(ctx, func(a *app.App) error { return reencrypt(ctx, a) })
+}
+
+func reencrypt(ctx context.Context, a *app.App) error {
+	n, err := a.RekeySeeds(ctx)
+	fmt.Fprintf(os.Stderr, "re-encrypted %d authenticator seeds\n", n)
+	return err
 }

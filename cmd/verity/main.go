@@ -15,6 +15,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/verityhq/verity"
 	"github.com/verityhq/verity/app"
+	"github.com/verityhq/verity/secretbox"
 	"github.com/verityhq/verity/sqlite"
 )
 
@@ -23,6 +24,7 @@ type cli struct {
 	Serve   serveCmd   `cmd:"" help:"Run the API server."`
 	Account accountCmd `cmd:"" help:"Manage API accounts."`
 	Migrate migrateCmd `cmd:"" help:"Apply database schema migrations."`
+	Keys    keysCmd    `cmd:"" help:"Manage the keys that encrypt authenticator seeds."`
 }
 
 // dbFlags are shared by every command that opens the database.
@@ -30,6 +32,7 @@ type dbFlags struct {
 	DataDir       string `name:"data-dir" default:"verity-data" env:"VERITY_DATA_DIR" help:"Folder for the default database and generated secret key (created if missing)."`
 	DB            string `name:"db" env:"VERITY_DB" help:"SQLite file path (default: <data-dir>/verity.db). A postgres:// URL selects PostgreSQL."`
 	SecretKeyFile string `name:"secret-key-file" env:"VERITY_SECRET_KEY_FILE" help:"File with the hex server secret (default: <data-dir>/secret.key, generated on first start with mode 0600)."`
+	SeedKeysFile  string `name:"seed-keys-file" env:"VERITY_SEED_KEYS_FILE" help:"JSON keyring that encrypts authenticator seeds (default: <data-dir>/seed-keys.json, generated on first start with mode 0600)."`
 }
 
 func main() {
@@ -86,6 +89,15 @@ func (f *dbFlags) loadKeys() (*app.Keys, error) {
 		return app.LoadKeyFile(f.SecretKeyFile, false)
 	}
 	return app.LoadKeyFile(filepath.Join(f.DataDir, "secret.key"), true)
+}
+
+// loadSeedKeys opens the authenticator-seed keyring; the default file is
+// generated on first use.
+func (f *dbFlags) loadSeedKeys() (*secretbox.FileKeyring, error) {
+	if f.SeedKeysFile != "" {
+		return secretbox.OpenFileKeyring(f.SeedKeysFile, false)
+	}
+	return secretbox.OpenFileKeyring(filepath.Join(f.DataDir, "seed-keys.json"), true)
 }
 
 // newLogger returns the process logger: JSON for machines, text for people.

@@ -47,6 +47,10 @@ func (c *serveCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	seeds, err := c.loadSeedKeys()
+	if err != nil {
+		return err
+	}
 	store, err := c.openStore(ctx)
 	if err != nil {
 		return err
@@ -54,6 +58,7 @@ func (c *serveCmd) Run(ctx context.Context) error {
 	defer store.Close()
 
 	a := app.New(store, sender, keys, log)
+	a.Seeds = seeds
 	if c.Dev {
 		if err := c.announceDevAccount(ctx, a); err != nil {
 			return err

@@ -1,0 +1,115 @@
+package app_test
+
+import (
+	"context"
+	"crypto/rand"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/app"
+	"github.com/verityhq/verity/secretbox"
+	"github.com/verityhq/verity/sqlite"
+)
+
+// clock is a settable test clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// outbox records messages instead of sending them.
+type outbox struct {
+	mu   sync.Mutex
+	msgs []verity.Message
+}
+
+func (o *outbox) Send(_ context.Context, m verity.Message) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.msgs = append(o.msgs, m)
+	return nil
+}
+
+func (o *outbox) count() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.msgs)
+}
+
+type env struct {
+	app     *app.App
+	db      *sqlite.DB
+	dbPath  string
+	seeds   *secretbox.FileKeyring
+	clock   *clock
+	outbox  *outbox
+	account *verity.Account
+	service *verity.Service
+}
+
+// newEnv builds an App on a real SQLite file with a real seed keyring, one
+// account and one service.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	e := &env{dbPath: filepath.Join(dir, "verity.db"), clock: &clock{now: time.Date(2026, 6, 1, 10, 0, 0, 0, time.UTC)}, outbox: &outbox{}}
+	db, err := sqlite.Open(e.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	master := make([]byte, 32)
+	rand.Read(master)
+	keys, err := app.NewKeys(master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.seeds, err = secretbox.OpenFileKeyring(filepath.Join(dir, "seed-keys.json"), true); err != nil {
+		t.Fatal(err)
+	}
+	e.db = db
+	e.app = app.New(db, e.outbox, keys, nil)
+	e.app.Seeds = e.seeds
+	e.app.Now = e.clock.Now
+	ctx := context.Background()
+	if e.account, _, err = e.app.CreateAccount(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if e.service, err = e.app.CreateService(ctx, e.account, "Acme", "acme.example"); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) newUser(t *testing.T, name string) *verity.User {
+	t.Helper()
+	u, err := e.app.CreateUser(context.Background(), e.account, e.service.ID, name, "+3725555555")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
