@@ -26,6 +26,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("pin concurrency", func(t *testing.T) { testPINConcurrency(t, open) })
 	t.Run("factors", func(t *testing.T) { testFactors(t, open) })
 	t.Run("factor concurrency", func(t *testing.T) { testFactorConcurrency(t, open) })
+	t.Run("copy", func(t *testing.T) { testCopy(t, open) })
 }
 
 // t0 is the suite's fixed "now": stores take times from their callers, so

@@ -25,6 +25,7 @@ type cli struct {
 	Account accountCmd `cmd:"" help:"Manage API accounts."`
 	Migrate migrateCmd `cmd:"" help:"Apply database schema migrations."`
 	Keys    keysCmd    `cmd:"" help:"Manage the keys that encrypt authenticator seeds."`
+	Store   storeCmd   `cmd:"" help:"Move installations between databases."`
 }
 
 // dbFlags are shared by every command that opens the database.
@@ -63,14 +64,20 @@ func describe(err error) string {
 // openStore opens and migrates the configured database.
 func (f *dbFlags) openStore(ctx context.Context) (verity.Store, error) {
 	dsn := f.DB
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		return nil, fmt.Errorf("PostgreSQL is not supported by this build yet")
-	}
 	if dsn == "" {
 		if err := os.MkdirAll(f.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create data folder: %w", err)
 		}
 		dsn = filepath.Join(f.DataDir, "verity.db")
+	}
+	return openDatabase(ctx, dsn)
+}
+
+// openDatabase opens and migrates a database named by a SQLite path or a
+// postgres:// URL.
+func openDatabase(ctx context.Context, dsn string) (verity.Store, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return nil, fmt.Errorf("PostgreSQL is not supported by this build yet")
 	}
 	db, err := sqlite.Open(dsn)
 	if err != nil {
