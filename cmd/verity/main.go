@@ -108,9 +108,12 @@ func (f *dbFlags) loadSeedKeys() (*secretbox.FileKeyring, error) {
 }
 
 // newLogger returns the process logger: JSON for machines, text for people.
-func newLogger(w io.Writer, format string) *slog.Logger {
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	var lv slog.Level
+	lv.UnmarshalText([]byte(level)) // kong has checked it against the enum
+	opts := &slog.HandlerOptions{Level: lv}
 	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, nil))
+		return slog.New(slog.NewTextHandler(w, opts))
 	}
-	return slog.New(slog.NewJSONHandler(w, nil))
+	return slog.New(slog.NewJSONHandler(w, opts))
 }

@@ -27,6 +27,7 @@ type serveCmd struct {
 	SMSWebhookTimeout     time.Duration `name:"sms-webhook-timeout" default:"5s" env:"VERITY_SMS_WEBHOOK_TIMEOUT" help:"Time limit of one webhook delivery."`
 	Dev                   bool          `name:"dev" env:"VERITY_DEV" help:"Development mode: dev account, log sender, GET /dev/messages."`
 	LogFormat             string        `name:"log-format" enum:"json,text," default:"" env:"VERITY_LOG_FORMAT" help:"json or text (default: json, text with --dev)."`
+	LogLevel              string        `name:"log-level" enum:"debug,info,warn,error" default:"info" env:"VERITY_LOG_LEVEL" help:"Lowest level logged: debug, info (one line per request), warn or error."`
 	ShutdownTimeout       time.Duration `name:"shutdown-timeout" default:"20s" env:"VERITY_SHUTDOWN_TIMEOUT" help:"How long in-flight requests may finish on SIGINT/SIGTERM."`
 	JanitorInterval       time.Duration `name:"janitor-interval" default:"1m" env:"VERITY_JANITOR_INTERVAL" help:"How often expired PIN history is deleted."`
 	ReadHeaderTimeoutFlag time.Duration `name:"read-header-timeout" default:"5s" env:"VERITY_READ_HEADER_TIMEOUT" help:"HTTP server: time limit for request headers."`
@@ -37,7 +38,7 @@ func (c *serveCmd) Run(ctx context.Context) error {
 	if format == "" && c.Dev {
 		format = "text"
 	}
-	log := newLogger(os.Stderr, format)
+	log := newLogger(os.Stderr, format, c.LogLevel)
 
 	sender, devMessages, err := c.sender()
 	if err != nil {
