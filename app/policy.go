@@ -2,6 +2,7 @@ package app
 
 import (
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/verityhq/verity"
@@ -75,7 +76,25 @@ func validSenderName(name string) bool {
 	return true
 }
 
-// renderMessage fills a template: {service} becomes the service name, <PIN> the code.
+// renderMessage fills a template: {service} becomes the service name, <PIN>
+// the code. The template is split at <PIN> first so that a service name
+// containing "<PIN>" cannot capture the code's place.
 func renderMessage(template, serviceName, pin string) string {
-	return strings.Replace(strings.ReplaceAll(template, "{service}", serviceName), pinPlaceholder, pin, 1)
+	before, after, _ := strings.Cut(template, pinPlaceholder)
+	r := strings.NewReplacer("{service}", serviceName)
+	return r.Replace(before) + pin + r.Replace(after)
+}
+
+// printable reports whether s is valid UTF-8 without control characters:
+// names end up in SMS texts, QR codes and logs.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }

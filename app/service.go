@@ -18,6 +18,9 @@ func (a *App) CreateService(ctx context.Context, acct *verity.Account, name, fqd
 	if utf8.RuneCountInString(name) > 200 || len(fqdn) > 253 {
 		return nil, verity.Errorf(verity.EINVALID, "name must be at most 200 characters and fqdn at most 253")
 	}
+	if !printable(name) || !printable(fqdn) {
+		return nil, verity.Errorf(verity.EINVALID, "name and fqdn must not contain control characters")
+	}
 	s := &verity.Service{
 		ID:        uuid.NewString(),
 		AccountID: acct.ID,

@@ -19,8 +19,8 @@ func (a *App) CreateUser(ctx context.Context, acct *verity.Account, serviceID, i
 		return nil, err
 	}
 	idInService = strings.TrimSpace(idInService)
-	if idInService == "" || utf8.RuneCountInString(idInService) > 255 || !utf8.ValidString(idInService) {
-		return nil, verity.Errorf(verity.EINVALID, "id_in_service is required and must be at most 255 characters")
+	if idInService == "" || utf8.RuneCountInString(idInService) > 255 || !printable(idInService) {
+		return nil, verity.Errorf(verity.EINVALID, "id_in_service is required and must be at most 255 printable characters")
 	}
 	e164, numberType, err := NormalizePhone(phone)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -107,6 +108,29 @@ func withRecover(next http.Handler) http.Handler {
 func withBodyLimit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withCleanPath cleans the path (repeated slashes, dot segments) before
+// routing. Left alone, ServeMux would answer such paths with a redirect and
+// an HTML body, and a client whose base URL ends in "/" (the Java client
+// then asks for //v1/…) would break on it.
+func withCleanPath(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if p == "" || !strings.HasPrefix(p, "/") {
+			p = "/" + p
+		}
+		clean := path.Clean(p)
+		if strings.HasSuffix(p, "/") && clean != "/" {
+			clean += "/"
+		}
+		if clean != r.URL.Path {
+			r2 := r.Clone(r.Context())
+			r2.URL.Path, r2.URL.RawPath = clean, ""
+			r = r2
+		}
 		next.ServeHTTP(w, r)
 	})
 }

@@ -83,6 +83,7 @@ func (s *Server) Handler() http.Handler {
 
 	var h http.Handler = mux
 	h = withShortPaths(h)
+	h = withCleanPath(h)
 	h = withBodyLimit(h)
 	h = withRecover(h)
 	h = withRequestLog(s.log, h)

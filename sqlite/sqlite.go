@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"net/url"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -47,7 +48,9 @@ func Open(path string) (*DB, error) {
 	} {
 		pragmas.Add("_pragma", p)
 	}
-	writer, err := sql.Open("sqlite", "file:"+path+"?"+pragmas.Encode()+"&_txlock=immediate")
+	// The path goes into a file: URI, where ?, # and % mean something.
+	uri := "file:" + strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(path)
+	writer, err := sql.Open("sqlite", uri+"?"+pragmas.Encode()+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite writer: %w", err)
 	}
@@ -55,7 +58,7 @@ func Open(path string) (*DB, error) {
 	writer.SetConnMaxIdleTime(0)
 
 	pragmas.Add("_pragma", "query_only(1)")
-	reader, err := sql.Open("sqlite", "file:"+path+"?"+pragmas.Encode())
+	reader, err := sql.Open("sqlite", uri+"?"+pragmas.Encode())
 	if err != nil {
 		writer.Close()
 		return nil, fmt.Errorf("open sqlite reader: %w", err)

@@ -1,0 +1,63 @@
+package httpapi_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLogsHoldNoSecrets runs every kind of request, successes and failures,
+// and then searches everything the app and the server logged for the
+// secrets security invariant 2 names.
+func TestLogsHoldNoSecrets(t *testing.T) {
+	e := newEnv(t)
+	auth, sid, uid := e.serviceUser()
+	password := strings.TrimPrefix(auth, "acme:")
+	secrets := map[string]string{
+		"API password":         password,
+		"full phone number":    "3725555555",
+		"X-Service-Auth value": auth,
+	}
+
+	_, pin := e.startSMS(auth, sid, uid)
+	secrets["PIN"] = pin
+	wrong := wrongPIN(pin, 0)
+	secrets["wrong token"] = wrong
+	wantCheck(t, e.check(auth, sid, uid, wrong), false, "INVALID")
+	wantCheck(t, e.check(auth, sid, uid, pin), true, "VERIFIED")
+	wantStatus(t, e.do(auth+"x", "GET", servicePath(sid), nil), http.StatusUnauthorized)
+	secrets["wrong password"] = password + "x"
+	wantStatus(t, e.do(auth, "PATCH", settingsPath(sid), `{"message_template": "<PIN> for {service}"}`), http.StatusOK)
+
+	// Failed deliveries log at warning and error level: the PINs of those
+	// attempts, which no one received, must not show either.
+	e.clock.Advance(31 * time.Second)
+	e.gw.setStatus(http.StatusInternalServerError)
+	wantStatus(t, e.do(auth, "POST", authPath(sid, uid), map[string]string{"method": "sms"}), http.StatusBadGateway)
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	e.sender.set(newWebhookSender(t, closed.URL+"/sms", e.clock))
+	wantStatus(t, e.do(auth, "POST", authPath(sid, uid), map[string]string{"method": "sms"}), http.StatusServiceUnavailable)
+
+	attempts := e.sender.attempted()
+	if len(attempts) != 3 {
+		t.Fatalf("the app attempted %d sends, want 3", len(attempts))
+	}
+	for i, m := range attempts[1:] {
+		secrets[fmt.Sprintf("PIN of failed send %d", i+1)] = regexp.MustCompile(`^\d+`).FindString(m.Text)
+	}
+
+	logs := e.logs.String()
+	if !strings.Contains(logs, `"msg":"request"`) || !strings.Contains(logs, "sms delivery failed") {
+		t.Fatalf("the logs lack the request and delivery-failure lines this test expects to search:\n%s", logs)
+	}
+	for what, secret := range secrets {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the %s %q appears in the logs:\n%s", what, secret, logs)
+		}
+	}
+}
