@@ -22,6 +22,7 @@ import (
 	"github.com/verityhq/verity"
 	"github.com/verityhq/verity/app"
 	"github.com/verityhq/verity/httpapi"
+	"github.com/verityhq/verity/secretbox"
 	"github.com/verityhq/verity/sender/webhook"
 	"github.com/verityhq/verity/sqlite"
 )
@@ -262,6 +263,11 @@ func newEnvOn(tb testing.TB, db *sqlite.DB, wrap func(*sqlite.DB) verity.Store) 
 	}))
 	a := app.New(store, sw, keys, log)
 	a.Now = clock.Now
+	seeds, err := secretbox.OpenFileKeyring(filepath.Join(tb.TempDir(), "seed-keys.json"), true)
+	if err != nil {
+		tb.Fatalf("OpenFileKeyring: %v", err)
+	}
+	a.Seeds = seeds
 	return &env{tb: tb, app: a, db: db, handler: httpapi.NewServer(a, log).Handler(), clock: clock, gw: gw, sender: sw, logs: logs}
 }
 
