@@ -1,0 +1,142 @@
+package main_test
+
+import (
+	"encoding/json"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func TestAccountCommands(t *testing.T) {
+	dir := t.TempDir()
+	auth := createAccount(t, dir, "acme")
+	user, password, _ := strings.Cut(auth, ":")
+
+	t.Run("the password is a 256-bit secret and only its keyed hash is stored", func(t *testing.T) {
+		if user != "acme" || len(password) < 43 {
+			t.Fatalf("credentials %q:%d chars, want acme and ≥ 43 base64 characters", user, len(password))
+		}
+		db, err := os.ReadFile(filepath.Join(dir, "verity-data", "verity.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(db), password) {
+			t.Fatal("the database file contains the password")
+		}
+	})
+	t.Run("the generated secret key and seed keyring are private to the owner", func(t *testing.T) {
+		for _, name := range []string{"secret.key", "seed-keys.json"} {
+			st, err := os.Stat(filepath.Join(dir, "verity-data", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != 0o600 {
+				t.Fatalf("%s mode = %v, want 0600", name, st.Mode().Perm())
+			}
+		}
+		st, _ := os.Stat(filepath.Join(dir, "verity-data"))
+		if st.Mode().Perm()&fs.ModePerm&0o077 != 0 {
+			t.Fatalf("verity-data mode = %v, want no group/other access", st.Mode().Perm())
+		}
+	})
+	t.Run("a taken name is refused with a clear message", func(t *testing.T) {
+		_, stderr, err := runVerity(t, dir, "account", "create", "acme")
+		if err == nil || !strings.Contains(stderr, "already exists") {
+			t.Fatalf("duplicate account create = %v, %q", err, stderr)
+		}
+	})
+	t.Run("list shows accounts without secrets, delete removes one", func(t *testing.T) {
+		createAccount(t, dir, "beta")
+		stdout, _, err := runVerity(t, dir, "account", "list")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var list struct {
+			Accounts []map[string]string `json:"accounts"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &list); err != nil || len(list.Accounts) != 2 || strings.Contains(stdout, password) {
+			t.Fatalf("account list = %q", stdout)
+		}
+		if _, stderr, err := runVerity(t, dir, "account", "delete", "beta"); err != nil {
+			t.Fatalf("account delete: %v %s", err, stderr)
+		}
+		stdout, _, _ = runVerity(t, dir, "account", "list")
+		if strings.Contains(stdout, "beta") {
+			t.Fatalf("beta still listed: %q", stdout)
+		}
+	})
+	t.Run("migrate succeeds on an up-to-date database", func(t *testing.T) {
+		if _, stderr, err := runVerity(t, dir, "migrate"); err != nil {
+			t.Fatalf("migrate: %v %s", err, stderr)
+		}
+	})
+}
+
+func TestServe(t *testing.T) {
+	t.Run("without a sender and without --dev it refuses to start, saying why", func(t *testing.T) {
+		_, stderr, err := runVerity(t, t.TempDir(), "serve", "--addr", "127.0.0.1:0")
+		if err == nil || !strings.Contains(stderr, "--sms-webhook") {
+			t.Fatalf("serve = %v, %q", err, stderr)
+		}
+	})
+
+	t.Run("--dev prints working credentials and serves the flow with /dev/messages", func(t *testing.T) {
+		dir := t.TempDir()
+		s := startServer(t, dir, "--dev")
+		m := regexp.MustCompile(`export VERITY_AUTH='([^']+)'`).FindStringSubmatch(s.Stderr())
+		if m == nil {
+			t.Fatalf("no credentials printed:\n%s", s.Stderr())
+		}
+		auth, c := m[1], http.DefaultClient
+		status, svc := call(t, c, s.URL, auth, "POST", "/v1/service/service", map[string]any{"name": "Dev", "fqdn": "dev.example"})
+		if status != 200 {
+			t.Fatalf("create service = %d %v", status, svc)
+		}
+		sid := svc["id"].(string)
+		_, user := call(t, c, s.URL, auth, "POST", "/v1/service/service/"+sid+"/users", map[string]any{"id_in_service": "a", "phone_number": "+3725555555"})
+		uid := user["id"].(string)
+		if status, _ := call(t, c, s.URL, auth, "POST", "/v1/service/service/"+sid+"/users/"+uid+"/auth", map[string]any{"method": "sms"}); status != 200 {
+			t.Fatalf("start = %d", status)
+		}
+		_, msgs := call(t, c, s.URL, "", "GET", "/dev/messages", nil)
+		list, _ := msgs["messages"].([]any)
+		if len(list) != 1 {
+			t.Fatalf("/dev/messages = %v, want one message", msgs)
+		}
+		pin := regexp.MustCompile(`\d{6}`).FindString(list[0].(map[string]any)["text"].(string))
+		_, res := call(t, c, s.URL, auth, "PUT", "/v1/service/service/"+sid+"/users/"+uid+"/auth", map[string]any{"token": pin})
+		if res["verified"] != true {
+			t.Fatalf("check = %v", res)
+		}
+		if strings.Contains(logLinesOnly(s.Stderr()), pin) || strings.Contains(s.Stderr(), "+3725555555") {
+			t.Fatalf("the server log holds the PIN or the full phone number:\n%s", s.Stderr())
+		}
+		if err := s.Stop(); err != nil {
+			t.Fatalf("graceful stop: %v\n%s", err, s.Stderr())
+		}
+		if !strings.Contains(s.Stderr(), `"msg":"stopped"`) {
+			t.Fatalf("no graceful shutdown logged:\n%s", s.Stderr())
+		}
+
+		again := startServer(t, dir, "--dev")
+		if m2 := regexp.MustCompile(`export VERITY_AUTH='([^']+)'`).FindStringSubmatch(again.Stderr()); m2 == nil || m2[1] != auth {
+			t.Fatalf("a second --dev start printed other credentials:\n%s", again.Stderr())
+		}
+	})
+}
+
+// logLinesOnly keeps the JSON log lines: the dev banner and the dev SMS
+// sink (which prints PINs by design) are not logs.
+func logLinesOnly(s string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(s, "\n") {
+		if strings.HasPrefix(line, "{") {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
