@@ -14,6 +14,7 @@ import (
 	"github.com/verityhq/verity"
 	"github.com/verityhq/verity/app"
 	"github.com/verityhq/verity/httpapi"
+	"github.com/verityhq/verity/sender/discard"
 	logsender "github.com/verityhq/verity/sender/log"
 	"github.com/verityhq/verity/sender/webhook"
 )
@@ -26,6 +27,7 @@ type serveCmd struct {
 	SMSWebhookSecretFile  string        `name:"sms-webhook-secret-file" env:"VERITY_SMS_WEBHOOK_SECRET_FILE" help:"File holding the webhook HMAC key."`
 	SMSWebhookTimeout     time.Duration `name:"sms-webhook-timeout" default:"5s" env:"VERITY_SMS_WEBHOOK_TIMEOUT" help:"Time limit of one webhook delivery."`
 	Dev                   bool          `name:"dev" env:"VERITY_DEV" help:"Development mode: dev account, log sender, GET /dev/messages."`
+	DevSink               string        `name:"dev-sink" enum:"log,discard" default:"log" env:"VERITY_DEV_SINK" help:"With --dev and no webhook: log (print messages, keep the last 100 for /dev/messages) or discard (drop them; for benchmarks)."`
 	LogFormat             string        `name:"log-format" enum:"json,text," default:"" env:"VERITY_LOG_FORMAT" help:"json or text (default: json, text with --dev)."`
 	LogLevel              string        `name:"log-level" enum:"debug,info,warn,error" default:"info" env:"VERITY_LOG_LEVEL" help:"Lowest level logged: debug, info (one line per request), warn or error."`
 	ShutdownTimeout       time.Duration `name:"shutdown-timeout" default:"20s" env:"VERITY_SHUTDOWN_TIMEOUT" help:"How long in-flight requests may finish on SIGINT/SIGTERM."`
@@ -133,6 +135,9 @@ func (c *serveCmd) sender() (verity.Sender, http.Handler, error) {
 	}
 	if !c.Dev {
 		return nil, nil, errors.New("no SMS delivery configured: pass --sms-webhook URL, or --dev to print messages (development only)")
+	}
+	if c.DevSink == "discard" {
+		return &discard.Sender{}, nil, nil
 	}
 	s := logsender.New(os.Stdout, logsender.DefaultKeep)
 	return s, s.Handler(), nil
