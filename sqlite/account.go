@@ -8,10 +8,9 @@ import (
 
 // CreateAccount inserts a; ECONFLICT if the username is taken.
 func (db *DB) CreateAccount(ctx context.Context, a *verity.Account) error {
-	_, err := db.writer.ExecContext(ctx,
+	return translate("sqlite.CreateAccount", db.exec(ctx,
 		`INSERT INTO accounts (id, username, secret_hash, created_at) VALUES (?, ?, ?, ?)`,
-		a.ID, a.Username, a.SecretHash, micros(a.CreatedAt))
-	return translate("sqlite.CreateAccount", err)
+		a.ID, a.Username, a.SecretHash, micros(a.CreatedAt)))
 }
 
 // AccountByUsername returns the account with that username.
@@ -51,9 +50,5 @@ func (db *DB) ListAccounts(ctx context.Context) ([]*verity.Account, error) {
 
 // DeleteAccount deletes the account; ECONFLICT while it has services.
 func (db *DB) DeleteAccount(ctx context.Context, username string) error {
-	res, err := db.writer.ExecContext(ctx, `DELETE FROM accounts WHERE username = ?`, username)
-	if err != nil {
-		return translate("sqlite.DeleteAccount", err)
-	}
-	return requireRow("sqlite.DeleteAccount", res)
+	return db.execOne(ctx, "sqlite.DeleteAccount", `DELETE FROM accounts WHERE username = ?`, username)
 }

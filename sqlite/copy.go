@@ -116,10 +116,6 @@ func (db *DB) Import(ctx context.Context, r verity.Record) (bool, error) {
 	default:
 		return false, fmt.Errorf("sqlite.Import: empty record")
 	}
-	res, err := db.writer.ExecContext(ctx, query, args...)
-	if err != nil {
-		return false, translate("sqlite.Import", err)
-	}
-	n, err := res.RowsAffected()
+	n, err := db.execCount(ctx, query, args...)
 	return n == 1, translate("sqlite.Import", err)
 }

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 
 	"github.com/verityhq/verity"
 )
@@ -22,7 +23,7 @@ func scanFactor(row scanner) (*verity.Factor, error) {
 // PutPendingFactor inserts or replaces the user's pending factor; the upsert
 // leaves an active factor untouched, which is reported as ECONFLICT.
 func (db *DB) PutPendingFactor(ctx context.Context, f *verity.Factor) error {
-	res, err := db.writer.ExecContext(ctx, `
+	n, err := db.execCount(ctx, `
 		INSERT INTO factors (id, user_id, status, key_id, secret, algorithm, digits, period, created_at)
 		VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (user_id) DO UPDATE SET
@@ -34,10 +35,7 @@ func (db *DB) PutPendingFactor(ctx context.Context, f *verity.Factor) error {
 	if err != nil {
 		return translate("sqlite.PutPendingFactor", err)
 	}
-	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		if err != nil {
-			return translate("sqlite.PutPendingFactor", err)
-		}
+	if n == 0 { // the upsert's WHERE kept an active factor
 		return &verity.Error{Code: verity.ECONFLICT, Op: "sqlite.PutPendingFactor"}
 	}
 	return nil
@@ -56,110 +54,108 @@ func (db *DB) Factor(ctx context.Context, userID string) (*verity.Factor, error)
 // ActivateFactor activates the pending factor, records the step and stores
 // the recovery codes in one transaction.
 func (db *DB) ActivateFactor(ctx context.Context, a verity.FactorActivation) (bool, error) {
-	const op = "sqlite.ActivateFactor"
-	tx, err := db.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return false, translate(op, err)
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `
-		UPDATE factors SET status = 'active', last_step = ?, activated_at = ?
-		WHERE id = ? AND user_id = ? AND status = 'pending'`,
-		a.Step, micros(a.Now), a.FactorID, a.UserID)
-	if err != nil {
-		return false, translate(op, err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return false, translate(op, err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO totp_used_steps (user_id, step, used_at) VALUES (?, ?, ?)`,
-		a.UserID, a.Step, micros(a.Now)); err != nil {
-		return false, translate(op, err)
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM recovery_codes WHERE user_id = ?`, a.UserID); err != nil {
-		return false, translate(op, err)
-	}
-	for _, h := range a.RecoveryCodes {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO recovery_codes (user_id, hash) VALUES (?, ?)`, a.UserID, h); err != nil {
-			return false, translate(op, err)
+	activated := false
+	err := db.q.write(ctx, func(tx *sql.Tx) error {
+		activated = false
+		res, err := tx.ExecContext(ctx, `
+			UPDATE factors SET status = 'active', last_step = ?, activated_at = ?
+			WHERE id = ? AND user_id = ? AND status = 'pending'`,
+			a.Step, micros(a.Now), a.FactorID, a.UserID)
+		if err != nil {
+			return err
 		}
-	}
-	return true, translate(op, tx.Commit())
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO totp_used_steps (user_id, step, used_at) VALUES (?, ?, ?)`,
+			a.UserID, a.Step, micros(a.Now)); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM recovery_codes WHERE user_id = ?`, a.UserID); err != nil {
+			return err
+		}
+		for _, h := range a.RecoveryCodes {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO recovery_codes (user_id, hash) VALUES (?, ?)`, a.UserID, h); err != nil {
+				return err
+			}
+		}
+		activated = true
+		return nil
+	})
+	return activated, translate("sqlite.ActivateFactor", err)
 }
 
 // DeleteFactor removes the user's factor and everything that belongs to it.
 func (db *DB) DeleteFactor(ctx context.Context, userID string) error {
-	const op = "sqlite.DeleteFactor"
-	tx, err := db.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return translate(op, err)
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `DELETE FROM factors WHERE user_id = ?`, userID)
-	if err != nil {
-		return translate(op, err)
-	}
-	if err := requireRow(op, res); err != nil {
-		return err
-	}
-	for _, q := range []string{
-		`DELETE FROM totp_used_steps WHERE user_id = ?`,
-		`DELETE FROM recovery_codes WHERE user_id = ?`,
-	} {
-		if _, err := tx.ExecContext(ctx, q, userID); err != nil {
-			return translate(op, err)
+	found := false
+	err := db.q.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM factors WHERE user_id = ?`, userID)
+		if err != nil {
+			return err
 		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		found = true
+		for _, q := range []string{
+			`DELETE FROM totp_used_steps WHERE user_id = ?`,
+			`DELETE FROM recovery_codes WHERE user_id = ?`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, userID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil && !found {
+		return notFound("sqlite.DeleteFactor")
 	}
-	return translate(op, tx.Commit())
+	return translate("sqlite.DeleteFactor", err)
 }
 
 // UseStep records the step in the unique (user, step) table and advances the
 // factor's last step, in one transaction: a replay hits the key and fails.
 func (db *DB) UseStep(ctx context.Context, u verity.StepUse) (bool, error) {
-	const op = "sqlite.UseStep"
-	tx, err := db.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return false, translate(op, err)
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `
-		UPDATE factors SET last_step = ?1
-		WHERE id = ?2 AND user_id = ?3 AND status = 'active' AND last_step < ?1
-		  AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?3 AND failure_count >= ?4 AND failure_window_start > ?5)`,
-		u.Step, u.FactorID, u.UserID, u.FailureLimit, micros(u.FailureWindowStart))
-	if err != nil {
-		return false, translate(op, err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return false, translate(op, err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO totp_used_steps (user_id, step, used_at) VALUES (?, ?, ?)`,
-		u.UserID, u.Step, micros(u.Now)); err != nil {
-		if verity.ErrorCode(translate(op, err)) == verity.ECONFLICT {
-			return false, nil
+	used := false
+	err := db.q.write(ctx, func(tx *sql.Tx) error {
+		used = false
+		res, err := tx.ExecContext(ctx, `
+			UPDATE factors SET last_step = ?1
+			WHERE id = ?2 AND user_id = ?3 AND status = 'active' AND last_step < ?1
+			  AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?3 AND failure_count >= ?4 AND failure_window_start > ?5)`,
+			u.Step, u.FactorID, u.UserID, u.FailureLimit, micros(u.FailureWindowStart))
+		if err != nil {
+			return err
 		}
-		return false, translate(op, err)
-	}
-	// Steps at or before last_step can never be accepted again, so older
-	// rows are dead weight: keep a few for the record, bounded per user.
-	if _, err := tx.ExecContext(ctx, `DELETE FROM totp_used_steps WHERE user_id = ? AND step < ?`,
-		u.UserID, u.Step-16); err != nil {
-		return false, translate(op, err)
-	}
-	return true, translate(op, tx.Commit())
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO totp_used_steps (user_id, step, used_at) VALUES (?, ?, ?)`,
+			u.UserID, u.Step, micros(u.Now)); err != nil {
+			if verity.ErrorCode(translate("", err)) == verity.ECONFLICT {
+				return errRollback // a replay: the unique key refused it
+			}
+			return err
+		}
+		// Steps at or before last_step can never be accepted again, so older
+		// rows are dead weight: keep a few for the record, bounded per user.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM totp_used_steps WHERE user_id = ? AND step < ?`,
+			u.UserID, u.Step-16); err != nil {
+			return err
+		}
+		used = true
+		return nil
+	})
+	return used, translate("sqlite.UseStep", err)
 }
 
 // UseRecoveryCode marks one matching unused code used in one conditional UPDATE.
 func (db *DB) UseRecoveryCode(ctx context.Context, u verity.RecoveryUse) (bool, error) {
-	res, err := db.writer.ExecContext(ctx, `
+	n, err := db.execCount(ctx, `
 		UPDATE recovery_codes SET used_at = ?1
 		WHERE user_id = ?2 AND hash = ?3 AND used_at = 0
 		  AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?2 AND failure_count >= ?4 AND failure_window_start > ?5)`,
 		micros(u.Now), u.UserID, u.Hash, u.FailureLimit, micros(u.FailureWindowStart))
-	if err != nil {
-		return false, translate("sqlite.UseRecoveryCode", err)
-	}
-	n, err := res.RowsAffected()
 	return n == 1, translate("sqlite.UseRecoveryCode", err)
 }
 
@@ -192,12 +188,8 @@ func (db *DB) FactorsNotUnderKey(ctx context.Context, keyID string, limit int) (
 
 // RekeyFactor swaps the sealed seed if it is still under oldKeyID.
 func (db *DB) RekeyFactor(ctx context.Context, factorID, oldKeyID, newKeyID string, secret []byte) (bool, error) {
-	res, err := db.writer.ExecContext(ctx,
+	n, err := db.execCount(ctx,
 		`UPDATE factors SET key_id = ?, secret = ? WHERE id = ? AND key_id = ?`,
 		newKeyID, secret, factorID, oldKeyID)
-	if err != nil {
-		return false, translate("sqlite.RekeyFactor", err)
-	}
-	n, err := res.RowsAffected()
 	return n == 1, translate("sqlite.RekeyFactor", err)
 }

@@ -9,63 +9,64 @@ import (
 )
 
 // StartPIN inserts p.PIN as the user's pending PIN if p's limits allow, in
-// one IMMEDIATE transaction, so no concurrent start can slip past a limit.
+// one write: the single writer means no concurrent start can slip past a limit.
 func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (bool, verity.SendHistory, error) {
-	const op = "sqlite.StartPIN"
-	var seen verity.SendHistory
-	tx, err := db.writer.BeginTx(ctx, nil)
+	var (
+		seen    verity.SendHistory
+		started bool
+	)
+	err := db.q.write(ctx, func(tx *sql.Tx) error {
+		seen, started = verity.SendHistory{}, false
+		var failuresSince, oldest, last int64
+		if err := tx.QueryRowContext(ctx,
+			`SELECT failure_count, failure_window_start FROM users WHERE id = ?`, p.PIN.UserID,
+		).Scan(&seen.Failures, &failuresSince); err != nil {
+			return err
+		}
+		if err := tx.QueryRowContext(ctx,
+			`SELECT count(*), coalesce(min(created_at), 0) FROM pins WHERE user_id = ? AND created_at > ?`,
+			p.PIN.UserID, micros(p.SendWindowStart),
+		).Scan(&seen.SendsInWindow, &oldest); err != nil {
+			return err
+		}
+		err := tx.QueryRowContext(ctx,
+			`SELECT created_at, consumed_at IS NOT NULL FROM pins WHERE user_id = ? ORDER BY seq DESC LIMIT 1`,
+			p.PIN.UserID,
+		).Scan(&last, &seen.LastVerified)
+		if err != nil && err != sql.ErrNoRows {
+			return err
+		}
+		seen.FailuresSince = fromMicros(failuresSince)
+		seen.OldestInWindow = fromMicros(oldest)
+		seen.LastSent = fromMicros(last)
+		if !p.Allows(seen) {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO pins (id, user_id, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+			p.PIN.ID, p.PIN.UserID, p.PIN.Hash, micros(p.PIN.CreatedAt), micros(p.PIN.ExpiresAt),
+		); err != nil {
+			return err
+		}
+		// History older than the send window no longer counts: keep each user's rows bounded.
+		if _, err := tx.ExecContext(ctx,
+			`DELETE FROM pins WHERE user_id = ? AND created_at <= ? AND id <> ?`,
+			p.PIN.UserID, micros(p.SendWindowStart), p.PIN.ID,
+		); err != nil {
+			return err
+		}
+		started = true
+		return nil
+	})
 	if err != nil {
-		return false, seen, translate(op, err)
+		return false, seen, translate("sqlite.StartPIN", err)
 	}
-	defer tx.Rollback()
-
-	var failuresSince, oldest int64
-	if err := tx.QueryRowContext(ctx,
-		`SELECT failure_count, failure_window_start FROM users WHERE id = ?`, p.PIN.UserID,
-	).Scan(&seen.Failures, &failuresSince); err != nil {
-		return false, seen, translate(op, err)
-	}
-	if err := tx.QueryRowContext(ctx,
-		`SELECT count(*), coalesce(min(created_at), 0) FROM pins WHERE user_id = ? AND created_at > ?`,
-		p.PIN.UserID, micros(p.SendWindowStart),
-	).Scan(&seen.SendsInWindow, &oldest); err != nil {
-		return false, seen, translate(op, err)
-	}
-	var last int64
-	err = tx.QueryRowContext(ctx,
-		`SELECT created_at, consumed_at IS NOT NULL FROM pins WHERE user_id = ? ORDER BY seq DESC LIMIT 1`,
-		p.PIN.UserID,
-	).Scan(&last, &seen.LastVerified)
-	if err != nil && err != sql.ErrNoRows {
-		return false, seen, translate(op, err)
-	}
-	seen.FailuresSince = fromMicros(failuresSince)
-	seen.OldestInWindow = fromMicros(oldest)
-	seen.LastSent = fromMicros(last)
-	if !p.Allows(seen) {
-		return false, seen, nil
-	}
-
-	if _, err := tx.ExecContext(ctx,
-		`INSERT INTO pins (id, user_id, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
-		p.PIN.ID, p.PIN.UserID, p.PIN.Hash, micros(p.PIN.CreatedAt), micros(p.PIN.ExpiresAt),
-	); err != nil {
-		return false, seen, translate(op, err)
-	}
-	// History older than the send window no longer counts: keep each user's rows bounded.
-	if _, err := tx.ExecContext(ctx,
-		`DELETE FROM pins WHERE user_id = ? AND created_at <= ? AND id <> ?`,
-		p.PIN.UserID, micros(p.SendWindowStart), p.PIN.ID,
-	); err != nil {
-		return false, seen, translate(op, err)
-	}
-	return true, seen, translate(op, tx.Commit())
+	return started, seen, nil
 }
 
 // AbortPIN deletes a PIN whose delivery failed.
 func (db *DB) AbortPIN(ctx context.Context, pinID string) error {
-	_, err := db.writer.ExecContext(ctx, `DELETE FROM pins WHERE id = ?`, pinID)
-	return translate("sqlite.AbortPIN", err)
+	return translate("sqlite.AbortPIN", db.exec(ctx, `DELETE FROM pins WHERE id = ?`, pinID))
 }
 
 // PendingPIN returns the user's newest PIN.
@@ -91,63 +92,55 @@ func (db *DB) PendingPIN(ctx context.Context, userID string) (*verity.PIN, error
 // ConsumePIN marks the PIN used in one conditional UPDATE: of any number of
 // concurrent calls for one PIN, exactly one changes the row.
 func (db *DB) ConsumePIN(ctx context.Context, c verity.PINConsume) (bool, error) {
-	res, err := db.writer.ExecContext(ctx, `
+	n, err := db.execCount(ctx, `
 		UPDATE pins SET consumed_at = ?1
 		WHERE id = ?2 AND consumed_at IS NULL AND expires_at > ?1 AND attempts < ?3
 		  AND seq = (SELECT max(seq) FROM pins WHERE user_id = ?4)
 		  AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?4 AND failure_count >= ?5 AND failure_window_start > ?6)`,
 		micros(c.Now), c.PINID, c.MaxAttempts, c.UserID, c.FailureLimit, micros(c.FailureWindowStart))
-	if err != nil {
-		return false, translate("sqlite.ConsumePIN", err)
-	}
-	n, err := res.RowsAffected()
 	return n == 1, translate("sqlite.ConsumePIN", err)
 }
 
 // CountFailedTry counts a wrong try against the PIN and the user's failure
-// budget in one transaction; neither counter can pass its limit.
+// budget in one write; neither counter can pass its limit.
 func (db *DB) CountFailedTry(ctx context.Context, f verity.FailedTry) (bool, error) {
-	const op = "sqlite.CountFailedTry"
-	tx, err := db.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return false, translate(op, err)
-	}
-	defer tx.Rollback()
-	if f.PINID != "" {
+	counted := false
+	err := db.q.write(ctx, func(tx *sql.Tx) error {
+		counted = false
+		if f.PINID != "" {
+			res, err := tx.ExecContext(ctx, `
+				UPDATE pins SET attempts = attempts + 1
+				WHERE id = ? AND consumed_at IS NULL AND expires_at > ? AND attempts < ?`,
+				f.PINID, micros(f.Now), f.MaxAttempts)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				return cmpOr(err, errRollback)
+			}
+		}
+		// A window that began at or before FailureWindowStart has lapsed: this
+		// failure opens a new one.
 		res, err := tx.ExecContext(ctx, `
-			UPDATE pins SET attempts = attempts + 1
-			WHERE id = ? AND consumed_at IS NULL AND expires_at > ? AND attempts < ?`,
-			f.PINID, micros(f.Now), f.MaxAttempts)
+			UPDATE users SET
+			  failure_count = CASE WHEN failure_window_start > ?2 THEN failure_count + 1 ELSE 1 END,
+			  failure_window_start = CASE WHEN failure_window_start > ?2 THEN failure_window_start ELSE ?3 END
+			WHERE id = ?1 AND NOT (failure_window_start > ?2 AND failure_count >= ?4)`,
+			f.UserID, micros(f.FailureWindowStart), micros(f.Now), f.FailureLimit)
 		if err != nil {
-			return false, translate(op, err)
+			return err
 		}
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return false, translate(op, err)
+			return cmpOr(err, errRollback) // the PIN's count must not stand alone
 		}
-	}
-	// A window that began at or before FailureWindowStart has lapsed: this
-	// failure opens a new one.
-	res, err := tx.ExecContext(ctx, `
-		UPDATE users SET
-		  failure_count = CASE WHEN failure_window_start > ?2 THEN failure_count + 1 ELSE 1 END,
-		  failure_window_start = CASE WHEN failure_window_start > ?2 THEN failure_window_start ELSE ?3 END
-		WHERE id = ?1 AND NOT (failure_window_start > ?2 AND failure_count >= ?4)`,
-		f.UserID, micros(f.FailureWindowStart), micros(f.Now), f.FailureLimit)
-	if err != nil {
-		return false, translate(op, err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return false, translate(op, err)
-	}
-	return true, translate(op, tx.Commit())
+		counted = true
+		return nil
+	})
+	return counted, translate("sqlite.CountFailedTry", err)
 }
 
 // DeletePINsBefore removes PINs created before t.
 func (db *DB) DeletePINsBefore(ctx context.Context, t time.Time) (int64, error) {
-	res, err := db.writer.ExecContext(ctx, `DELETE FROM pins WHERE created_at < ?`, micros(t))
-	if err != nil {
-		return 0, translate("sqlite.DeletePINsBefore", err)
-	}
-	n, err := res.RowsAffected()
+	n, err := db.execCount(ctx, `DELETE FROM pins WHERE created_at < ?`, micros(t))
 	return n, translate("sqlite.DeletePINsBefore", err)
 }

@@ -15,10 +15,9 @@ func (db *DB) CreateService(ctx context.Context, s *verity.Service) error {
 	if err != nil {
 		return fmt.Errorf("sqlite.CreateService: %w", err)
 	}
-	_, err = db.writer.ExecContext(ctx,
+	return translate("sqlite.CreateService", db.exec(ctx,
 		`INSERT INTO services (id, account_id, name, fqdn, settings, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		s.ID, s.AccountID, s.Name, s.FQDN, settings, micros(s.CreatedAt))
-	return translate("sqlite.CreateService", err)
+		s.ID, s.AccountID, s.Name, s.FQDN, settings, micros(s.CreatedAt)))
 }
 
 // Service returns the service with that id.
@@ -47,25 +46,38 @@ func (db *DB) UpdateServiceSettings(ctx context.Context, id string, settings ver
 	if err != nil {
 		return fmt.Errorf("sqlite.UpdateServiceSettings: %w", err)
 	}
-	res, err := db.writer.ExecContext(ctx, `UPDATE services SET settings = ? WHERE id = ?`, b, id)
-	if err != nil {
-		return translate("sqlite.UpdateServiceSettings", err)
-	}
-	return requireRow("sqlite.UpdateServiceSettings", res)
+	return db.execOne(ctx, "sqlite.UpdateServiceSettings", `UPDATE services SET settings = ? WHERE id = ?`, b, id)
 }
 
 // DeleteService deletes the service; ECONFLICT while it has users (the
 // foreign key refuses, so no user can slip in between a check and the delete).
 func (db *DB) DeleteService(ctx context.Context, id string) error {
-	res, err := db.writer.ExecContext(ctx, `DELETE FROM services WHERE id = ?`, id)
-	if err != nil {
-		return translate("sqlite.DeleteService", err)
-	}
-	return requireRow("sqlite.DeleteService", res)
+	return db.execOne(ctx, "sqlite.DeleteService", `DELETE FROM services WHERE id = ?`, id)
 }
 
-func requireRow(op string, res sql.Result) error {
-	n, err := res.RowsAffected()
+// exec runs one write statement through the group-commit queue.
+func (db *DB) exec(ctx context.Context, query string, args ...any) error {
+	_, err := db.execCount(ctx, query, args...)
+	return err
+}
+
+// execCount runs one write statement and returns how many rows it changed.
+func (db *DB) execCount(ctx context.Context, query string, args ...any) (int64, error) {
+	var n int64
+	err := db.q.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
+// execOne runs one write statement that must change a row: ENOTFOUND if none.
+func (db *DB) execOne(ctx context.Context, op, query string, args ...any) error {
+	n, err := db.execCount(ctx, query, args...)
 	if err != nil {
 		return translate(op, err)
 	}

@@ -30,7 +30,8 @@ var migrationFiles embed.FS
 // DB is a verity.Store on one SQLite file.
 type DB struct {
 	path   string
-	writer *sql.DB
+	writer *sql.DB     // one connection, used by q and by migrations
+	q      *writeQueue // every write goes through it (group commit)
 	reader *sql.DB
 }
 
@@ -66,7 +67,7 @@ func Open(path string) (*DB, error) {
 	reader.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
 	reader.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
 
-	db := &DB{path: path, writer: writer, reader: reader}
+	db := &DB{path: path, writer: writer, reader: reader, q: newWriteQueue(writer)}
 	if err := writer.Ping(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -145,6 +146,7 @@ func (db *DB) Ping(ctx context.Context) error {
 
 // Close closes both pools.
 func (db *DB) Close() error {
+	db.q.close() // finish queued writes first
 	return errors.Join(db.reader.Close(), db.writer.Close())
 }
 

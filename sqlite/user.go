@@ -24,10 +24,9 @@ func scanUser(row scanner) (*verity.User, error) {
 
 // CreateUser inserts u; ECONFLICT if id_in_service is taken in the service.
 func (db *DB) CreateUser(ctx context.Context, u *verity.User) error {
-	_, err := db.writer.ExecContext(ctx,
+	return translate("sqlite.CreateUser", db.exec(ctx,
 		`INSERT INTO users (id, service_id, id_in_service, phone, phone_type, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		u.ID, u.ServiceID, u.IDInService, u.Phone, u.PhoneType, micros(u.CreatedAt))
-	return translate("sqlite.CreateUser", err)
+		u.ID, u.ServiceID, u.IDInService, u.Phone, u.PhoneType, micros(u.CreatedAt)))
 }
 
 // User returns the user id of service serviceID.
@@ -70,18 +69,10 @@ func (db *DB) ListUsers(ctx context.Context, serviceID string, limit int) ([]*ve
 
 // DeleteUser deletes the user and, by cascade, its PINs.
 func (db *DB) DeleteUser(ctx context.Context, serviceID, id string) error {
-	res, err := db.writer.ExecContext(ctx, `DELETE FROM users WHERE id = ? AND service_id = ?`, id, serviceID)
-	if err != nil {
-		return translate("sqlite.DeleteUser", err)
-	}
-	return requireRow("sqlite.DeleteUser", res)
+	return db.execOne(ctx, "sqlite.DeleteUser", `DELETE FROM users WHERE id = ? AND service_id = ?`, id, serviceID)
 }
 
 // SetLastMethod records the method of the user's latest start.
 func (db *DB) SetLastMethod(ctx context.Context, userID, method string) error {
-	res, err := db.writer.ExecContext(ctx, `UPDATE users SET last_method = ? WHERE id = ?`, method, userID)
-	if err != nil {
-		return translate("sqlite.SetLastMethod", err)
-	}
-	return requireRow("sqlite.SetLastMethod", res)
+	return db.execOne(ctx, "sqlite.SetLastMethod", `UPDATE users SET last_method = ? WHERE id = ?`, method, userID)
 }
