@@ -78,6 +78,7 @@ func (a *App) ListAccounts(ctx context.Context) ([]*verity.Account, error) {
 // DeleteAccount deletes an account that has no services left.
 func (a *App) DeleteAccount(ctx context.Context, username string) error {
 	err := a.store.DeleteAccount(ctx, username)
+	a.accounts.forget(username)
 	switch verity.ErrorCode(err) {
 	case verity.ENOTFOUND:
 		return verity.Errorf(verity.ENOTFOUND, "no account %q", username)
@@ -97,7 +98,7 @@ func (a *App) Authenticate(ctx context.Context, header string) (*verity.Account,
 	if !ok || username == "" || password == "" {
 		return nil, verity.Errorf(verity.EUNAUTHORIZED, "malformed X-Service-Auth header: want username:password")
 	}
-	acct, err := a.store.AccountByUsername(ctx, username)
+	acct, err := a.accountByUsername(ctx, username)
 	if err != nil && verity.ErrorCode(err) != verity.ENOTFOUND {
 		return nil, err
 	}
@@ -119,4 +120,18 @@ func validateUsername(name string) error {
 		return verity.Errorf(verity.EINVALID, "account name must not contain a colon or white space")
 	}
 	return nil
+}
+
+// accountByUsername reads an account through the cache. Misses are not
+// cached, so a new account works at once.
+func (a *App) accountByUsername(ctx context.Context, username string) (*verity.Account, error) {
+	if acct, ok := a.accounts.get(username); ok {
+		return acct, nil
+	}
+	acct, err := a.store.AccountByUsername(ctx, username)
+	if err != nil {
+		return nil, err
+	}
+	a.accounts.put(username, acct)
+	return acct, nil
 }

@@ -19,6 +19,10 @@ type App struct {
 	keys   *Keys
 	log    *slog.Logger
 
+	// accounts and services spare the hot path two reads per request.
+	accounts *ttlCache[*verity.Account]
+	services *ttlCache[*verity.Service]
+
 	// Seeds seals authenticator seeds; nil disables authenticator apps.
 	Seeds SeedKeyring
 	// Now is the clock; tests replace it.
@@ -39,8 +43,15 @@ func New(store verity.Store, sender verity.Sender, keys *Keys, log *slog.Logger)
 		log:         log,
 		Now:         func() time.Time { return time.Now().UTC() },
 		SendTimeout: 10 * time.Second,
+		accounts:    newTTLCache[*verity.Account](cacheTTL, 10000),
+		services:    newTTLCache[*verity.Service](cacheTTL, 10000),
 	}
 }
+
+// cacheTTL bounds how long a node may act on an account or service that
+// another node changed or deleted: a settings change reaches every node
+// within it. Changes made through this node apply at once.
+const cacheTTL = 5 * time.Second
 
 // Ready reports whether the database answers.
 func (a *App) Ready(ctx context.Context) error { return a.store.Ping(ctx) }

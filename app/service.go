@@ -41,9 +41,13 @@ func (a *App) CreateService(ctx context.Context, acct *verity.Account, name, fqd
 // Service returns a service of acct: ENOTFOUND if it does not exist,
 // EFORBIDDEN if it belongs to another account.
 func (a *App) Service(ctx context.Context, acct *verity.Account, id string) (*verity.Service, error) {
-	s, err := a.store.Service(ctx, id)
-	if err != nil {
-		return nil, notFound(err, "no such service")
+	s, ok := a.services.get(id)
+	if !ok {
+		var err error
+		if s, err = a.store.Service(ctx, id); err != nil {
+			return nil, notFound(err, "no such service")
+		}
+		a.services.put(id, s)
 	}
 	if s.AccountID != acct.ID {
 		return nil, verity.Errorf(verity.EFORBIDDEN, "you do not have access to this service")
@@ -57,6 +61,7 @@ func (a *App) DeleteService(ctx context.Context, acct *verity.Account, id string
 		return err
 	}
 	err := a.store.DeleteService(ctx, id)
+	a.services.forget(id)
 	if verity.ErrorCode(err) == verity.ECONFLICT {
 		return verity.Errorf(verity.ECONFLICT, "the service still has users: delete its users first")
 	}
@@ -66,6 +71,7 @@ func (a *App) DeleteService(ctx context.Context, acct *verity.Account, id string
 // UpdateSettings applies change to the service's settings, validates the
 // result and stores it.
 func (a *App) UpdateSettings(ctx context.Context, acct *verity.Account, id string, change func(*verity.Settings) error) (verity.Settings, error) {
+	a.services.forget(id) // read-modify-write: start from the stored settings
 	s, err := a.Service(ctx, acct, id)
 	if err != nil {
 		return verity.Settings{}, err
@@ -77,7 +83,9 @@ func (a *App) UpdateSettings(ctx context.Context, acct *verity.Account, id strin
 	if err := ValidateSettings(settings); err != nil {
 		return verity.Settings{}, err
 	}
-	if err := a.store.UpdateServiceSettings(ctx, id, settings); err != nil {
+	err = a.store.UpdateServiceSettings(ctx, id, settings)
+	a.services.forget(id)
+	if err != nil {
 		return verity.Settings{}, notFound(err, "no such service")
 	}
 	return settings, nil
