@@ -110,8 +110,8 @@ func (db *DB) CountFailedTry(ctx context.Context, f verity.FailedTry) (bool, err
 		if f.PINID != "" {
 			res, err := tx.ExecContext(ctx, `
 				UPDATE pins SET attempts = attempts + 1
-				WHERE id = ? AND consumed_at IS NULL AND expires_at > ? AND attempts < ?`,
-				f.PINID, micros(f.Now), f.MaxAttempts)
+				WHERE id = ? AND user_id = ? AND consumed_at IS NULL AND expires_at > ? AND attempts < ?`,
+				f.PINID, f.UserID, micros(f.Now), f.MaxAttempts)
 			if err != nil {
 				return err
 			}

@@ -41,6 +41,7 @@ func (db *DB) User(ctx context.Context, serviceID, id string) (*verity.User, err
 
 // ListUsers returns up to limit users in creation order and the total count.
 func (db *DB) ListUsers(ctx context.Context, serviceID string, limit int) ([]*verity.User, int, error) {
+	limit = max(limit, 0)
 	tx, err := db.reader.BeginTx(ctx, nil) // one snapshot for the page and the count
 	if err != nil {
 		return nil, 0, translate("sqlite.ListUsers", err)

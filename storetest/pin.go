@@ -133,6 +133,12 @@ func testPINs(t *testing.T, open Open) {
 		if ok, _ := f.store.CountFailedTry(ctx, failAt(newer, t0.Add(40*time.Second))); ok {
 			t.Fatal("CountFailedTry past MaxAttempts succeeded")
 		}
+		other := mustUser(t, f.store, f.service, "mallory")
+		try := failAt(newer, t0.Add(40*time.Second))
+		try.UserID = other.ID
+		if ok, _ := f.store.CountFailedTry(ctx, try); ok {
+			t.Fatal("CountFailedTry of another user's PIN succeeded")
+		}
 		if ok, _ := f.store.ConsumePIN(ctx, consumeAt(newer, t0.Add(41*time.Second))); ok {
 			t.Fatal("ConsumePIN of an exhausted PIN succeeded")
 		}

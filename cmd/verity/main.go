@@ -15,6 +15,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/verityhq/verity"
 	"github.com/verityhq/verity/app"
+	"github.com/verityhq/verity/postgres"
 	"github.com/verityhq/verity/secretbox"
 	"github.com/verityhq/verity/sqlite"
 )
@@ -77,7 +78,17 @@ func (f *dbFlags) openStore(ctx context.Context) (verity.Store, error) {
 // postgres:// URL.
 func openDatabase(ctx context.Context, dsn string) (verity.Store, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		return nil, fmt.Errorf("PostgreSQL is not supported by this build yet")
+		// Pool size and statement mode come from the URL (pool_max_conns,
+		// default_query_exec_mode=cache_describe behind PgBouncer).
+		db, err := postgres.Open(ctx, dsn, postgres.Options{})
+		if err != nil {
+			return nil, err
+		}
+		if err := db.Migrate(ctx); err != nil {
+			db.Close()
+			return nil, err
+		}
+		return db, nil
 	}
 	db, err := sqlite.Open(dsn)
 	if err != nil {

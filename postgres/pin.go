@@ -1,0 +1,210 @@
+package postgres
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/verityhq/verity"
+)
+
+// StartPIN inserts p.PIN as the user's pending PIN if p's limits allow. It
+// locks the user's row first, so that concurrent starts for one user, on
+// any node, take turns; each then reads the history in a statement of its
+// own, whose fresh READ COMMITTED snapshot includes the PIN the previous
+// one committed. (Reading the history in the locking statement would not:
+// a statement that waited for a row lock keeps the snapshot it began with.)
+// p.Allows decides; the insert and the pruning of old history commit
+// together.
+func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (bool, verity.SendHistory, error) {
+	const op = "postgres.StartPIN"
+	var seen verity.SendHistory
+	if !storable(p.PIN.UserID) {
+		return false, seen, notFound(op)
+	}
+	if err := checkText(op, p.PIN.ID); err != nil {
+		return false, seen, err
+	}
+	ctx, cancel := db.bound(ctx)
+	defer cancel()
+	started := false
+	err := db.tx(ctx, func(conn *pgx.Conn) error {
+		seen, started = verity.SendHistory{}, false
+		var failuresSince, oldest, last *time.Time
+		b := begin()
+		// FOR NO KEY UPDATE conflicts with itself and with the UPDATEs that
+		// count failures, which is all the serialization needed, while
+		// still letting other transactions insert rows that reference the
+		// user (their foreign-key checks take KEY SHARE).
+		b.Queue(`SELECT failure_count, failure_window_start FROM users WHERE id = $1 FOR NO KEY UPDATE`,
+			p.PIN.UserID,
+		).QueryRow(func(row pgx.Row) error { return row.Scan(&seen.Failures, &failuresSince) })
+		b.Queue(`
+			SELECT w.n, w.oldest, l.created_at, l.consumed_at IS NOT NULL
+			FROM (SELECT count(*) AS n, min(created_at) AS oldest
+			      FROM pins WHERE user_id = $1 AND created_at > $2) w
+			LEFT JOIN LATERAL (SELECT created_at, consumed_at FROM pins
+			                   WHERE user_id = $1 ORDER BY seq DESC LIMIT 1) l ON true`,
+			p.PIN.UserID, ts(p.SendWindowStart),
+		).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&seen.SendsInWindow, &oldest, &last, &seen.LastVerified)
+		})
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		seen.FailuresSince = fromNull(failuresSince)
+		seen.OldestInWindow = fromNull(oldest)
+		seen.LastSent = fromNull(last)
+		if !p.Allows(seen) {
+			return nil // tx rolls back
+		}
+
+		b = &pgx.Batch{}
+		b.Queue(`INSERT INTO pins (id, user_id, hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)`,
+			p.PIN.ID, p.PIN.UserID, p.PIN.Hash, ts(p.PIN.CreatedAt), ts(p.PIN.ExpiresAt))
+		// History older than the send window no longer counts: keep each
+		// user's rows bounded.
+		b.Queue(`DELETE FROM pins WHERE user_id = $1 AND created_at <= $2 AND id <> $3`,
+			p.PIN.UserID, ts(p.SendWindowStart), p.PIN.ID)
+		b.Queue("COMMIT")
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		started = true
+		return nil
+	})
+	if err != nil {
+		return false, seen, translate(op, err)
+	}
+	return started, seen, nil
+}
+
+// AbortPIN deletes a PIN whose delivery failed.
+func (db *DB) AbortPIN(ctx context.Context, pinID string) error {
+	if !storable(pinID) {
+		return nil
+	}
+	ctx, cancel := db.bound(ctx)
+	defer cancel()
+	_, err := db.pool.Exec(ctx, `DELETE FROM pins WHERE id = $1`, pinID)
+	return translate("postgres.AbortPIN", err)
+}
+
+// PendingPIN returns the user's newest PIN.
+func (db *DB) PendingPIN(ctx context.Context, userID string) (*verity.PIN, error) {
+	const op = "postgres.PendingPIN"
+	if !storable(userID) {
+		return nil, notFound(op)
+	}
+	ctx, cancel := db.bound(ctx)
+	defer cancel()
+	p := &verity.PIN{UserID: userID}
+	err := db.pool.QueryRow(ctx,
+		`SELECT id, hash, created_at, expires_at, attempts, consumed_at FROM pins WHERE user_id = $1 ORDER BY seq DESC LIMIT 1`,
+		userID,
+	).Scan(&p.ID, &p.Hash, &p.CreatedAt, &p.ExpiresAt, &p.Attempts, &p.ConsumedAt)
+	if err != nil {
+		return nil, translate(op, err)
+	}
+	p.CreatedAt, p.ExpiresAt = p.CreatedAt.UTC(), p.ExpiresAt.UTC()
+	if p.ConsumedAt != nil {
+		t := p.ConsumedAt.UTC()
+		p.ConsumedAt = &t
+	}
+	return p, nil
+}
+
+// ConsumePIN marks the PIN used in one conditional UPDATE. Of any number of
+// concurrent calls for one PIN, one takes the row lock and the others wait
+// for it, then re-evaluate the WHERE on the row it committed and find
+// consumed_at set: exactly one changes the row.
+func (db *DB) ConsumePIN(ctx context.Context, c verity.PINConsume) (bool, error) {
+	if !storable(c.PINID, c.UserID) {
+		return false, nil
+	}
+	ctx, cancel := db.bound(ctx)
+	defer cancel()
+	tag, err := db.pool.Exec(ctx, `
+		UPDATE pins SET consumed_at = $1
+		WHERE id = $2 AND consumed_at IS NULL AND expires_at > $1 AND attempts < $3
+		  AND seq = (SELECT max(seq) FROM pins WHERE user_id = $4)
+		  AND NOT EXISTS (SELECT 1 FROM users WHERE id = $4 AND failure_count >= $5 AND failure_window_start > $6)`,
+		ts(c.Now), c.PINID, c.MaxAttempts, c.UserID, c.FailureLimit, ts(c.FailureWindowStart))
+	if err != nil {
+		return false, translate("postgres.ConsumePIN", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// countFailureSQL counts one failure against the user unless the user is
+// locked out. A window that began at or before $2 has lapsed: this failure
+// opens a new one at $3.
+const countFailureSQL = `
+	UPDATE users SET
+	  failure_count = CASE WHEN failure_window_start > $2 THEN failure_count + 1 ELSE 1 END,
+	  failure_window_start = CASE WHEN failure_window_start > $2 THEN failure_window_start ELSE $3 END
+	WHERE id = $1 AND (failure_window_start IS NULL OR failure_window_start <= $2 OR failure_count < $4)`
+
+// CountFailedTry counts a wrong try against the PIN and the user's failure
+// budget together or not at all; neither counter can pass its limit. With
+// a PIN it is a short transaction, one round trip and then COMMIT or
+// ROLLBACK: the user's row is updated (and so locked) before the PIN's,
+// the order StartPIN takes them in, and the PIN's UPDATE runs with a fresh
+// snapshot and re-checks its row, so of concurrent tries only those within
+// MaxAttempts find room.
+func (db *DB) CountFailedTry(ctx context.Context, f verity.FailedTry) (bool, error) {
+	const op = "postgres.CountFailedTry"
+	if !storable(f.PINID, f.UserID) {
+		return false, nil
+	}
+	ctx, cancel := db.bound(ctx)
+	defer cancel()
+	if f.PINID == "" {
+		tag, err := db.pool.Exec(ctx, countFailureSQL,
+			f.UserID, ts(f.FailureWindowStart), ts(f.Now), f.FailureLimit)
+		if err != nil {
+			return false, translate(op, err)
+		}
+		return tag.RowsAffected() == 1, nil
+	}
+	counted := false
+	err := db.tx(ctx, func(conn *pgx.Conn) error {
+		var userCounted, pinCounted bool
+		counted = false
+		b := begin()
+		b.Queue(countFailureSQL, f.UserID, ts(f.FailureWindowStart), ts(f.Now), f.FailureLimit).
+			Exec(func(tag pgconn.CommandTag) error { userCounted = tag.RowsAffected() == 1; return nil })
+		b.Queue(`
+			UPDATE pins SET attempts = attempts + 1
+			WHERE id = $1 AND user_id = $4 AND consumed_at IS NULL AND expires_at > $2 AND attempts < $3`,
+			f.PINID, ts(f.Now), f.MaxAttempts, f.UserID,
+		).Exec(func(tag pgconn.CommandTag) error { pinCounted = tag.RowsAffected() == 1; return nil })
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		if !userCounted || !pinCounted {
+			return nil // tx rolls back: both or neither
+		}
+		if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+			return err
+		}
+		counted = true
+		return nil
+	})
+	if err != nil {
+		return false, translate(op, err)
+	}
+	return counted, nil
+}
+
+// DeletePINsBefore removes PINs created before t.
+func (db *DB) DeletePINsBefore(ctx context.Context, t time.Time) (int64, error) {
+	ctx, cancel := db.bound(ctx)
+	defer cancel()
+	tag, err := db.pool.Exec(ctx, `DELETE FROM pins WHERE created_at < $1`, ts(t))
+	if err != nil {
+		return 0, translate("postgres.DeletePINsBefore", err)
+	}
+	return tag.RowsAffected(), nil
+}
