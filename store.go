@@ -24,6 +24,8 @@ type Store interface {
 	DeleteService(ctx context.Context, id string) error
 
 	CreateUser(ctx context.Context, u *User) error
+	// CreateUsers inserts all users or none (ECONFLICT if any id_in_service is taken).
+	CreateUsers(ctx context.Context, users []*User) error
 	User(ctx context.Context, serviceID, id string) (*User, error)
 	// ListUsers returns up to limit users of a service in creation order,
 	// and the total number of users.

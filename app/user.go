@@ -2,7 +2,9 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -18,21 +20,9 @@ func (a *App) CreateUser(ctx context.Context, acct *verity.Account, serviceID, i
 	if _, err := a.Service(ctx, acct, serviceID); err != nil {
 		return nil, err
 	}
-	idInService = strings.TrimSpace(idInService)
-	if idInService == "" || utf8.RuneCountInString(idInService) > 255 || !printable(idInService) {
-		return nil, verity.Errorf(verity.EINVALID, "id_in_service is required and must be at most 255 printable characters")
-	}
-	e164, numberType, err := NormalizePhone(phone)
+	u, err := a.newUser(serviceID, idInService, phone, a.Now())
 	if err != nil {
 		return nil, err
-	}
-	u := &verity.User{
-		ID:          uuid.NewString(),
-		ServiceID:   serviceID,
-		IDInService: idInService,
-		Phone:       e164,
-		PhoneType:   numberType,
-		CreatedAt:   a.Now(),
 	}
 	if err := a.store.CreateUser(ctx, u); err != nil {
 		if verity.ErrorCode(err) == verity.ECONFLICT {
@@ -41,6 +31,67 @@ func (a *App) CreateUser(ctx context.Context, acct *verity.Account, serviceID, i
 		return nil, notFound(err, "no such service")
 	}
 	return u, nil
+}
+
+// newUser validates a registration and builds the user.
+func (a *App) newUser(serviceID, idInService, phone string, now time.Time) (*verity.User, error) {
+	idInService = strings.TrimSpace(idInService)
+	if idInService == "" || utf8.RuneCountInString(idInService) > 255 || !printable(idInService) {
+		return nil, verity.Errorf(verity.EINVALID, "id_in_service is required and must be at most 255 printable characters")
+	}
+	e164, numberType, err := NormalizePhone(phone)
+	if err != nil {
+		return nil, err
+	}
+	return &verity.User{
+		ID:          uuid.NewString(),
+		ServiceID:   serviceID,
+		IDInService: idInService,
+		Phone:       e164,
+		PhoneType:   numberType,
+		CreatedAt:   now,
+	}, nil
+}
+
+// MaxBulkUsers caps one bulk registration.
+const MaxBulkUsers = 1000
+
+// NewUser is one entry of a bulk registration.
+type NewUser struct {
+	IDInService string
+	Phone       string
+}
+
+// CreateUsers registers up to MaxBulkUsers users of a service in one
+// transaction: all of them, or none when any entry is invalid or taken.
+func (a *App) CreateUsers(ctx context.Context, acct *verity.Account, serviceID string, entries []NewUser) ([]*verity.User, error) {
+	if _, err := a.Service(ctx, acct, serviceID); err != nil {
+		return nil, err
+	}
+	if len(entries) == 0 || len(entries) > MaxBulkUsers {
+		return nil, verity.Errorf(verity.EINVALID, "users must hold 1 to %d entries", MaxBulkUsers)
+	}
+	now := a.Now()
+	users := make([]*verity.User, len(entries))
+	seen := make(map[string]int, len(entries))
+	for i, e := range entries {
+		u, err := a.newUser(serviceID, e.IDInService, e.Phone, now)
+		if err != nil {
+			return nil, &verity.Error{Code: verity.EINVALID, Message: fmt.Sprintf("users[%d]: %s", i, verity.ErrorMessage(err))}
+		}
+		if j, dup := seen[u.IDInService]; dup {
+			return nil, verity.Errorf(verity.ECONFLICT, "users[%d] repeats the id_in_service of users[%d]", i, j)
+		}
+		seen[u.IDInService] = i
+		users[i] = u
+	}
+	if err := a.store.CreateUsers(ctx, users); err != nil {
+		if verity.ErrorCode(err) == verity.ECONFLICT {
+			return nil, verity.Errorf(verity.ECONFLICT, "a user with one of these id_in_service values already exists in the service: none were created")
+		}
+		return nil, notFound(err, "no such service")
+	}
+	return users, nil
 }
 
 // ListUsers returns up to limit users of a service (MaxListUsers when limit

@@ -10,9 +10,12 @@ import (
 	"github.com/verityhq/verity"
 )
 
-// maxBodyBytes bounds every request body: the largest legitimate one is a
-// settings change of a few hundred bytes.
+// maxBodyBytes bounds every request body but bulk registrations: the
+// largest legitimate one is a settings change of a few hundred bytes.
 const maxBodyBytes = 64 << 10
+
+// maxBulkBodyBytes bounds a bulk registration of app.MaxBulkUsers users.
+const maxBulkBodyBytes = 1 << 20
 
 // writeJSON writes v with status. Encoding errors cannot reach the client
 // once the header is out, so they are ignored.
@@ -44,7 +47,7 @@ func decode(r *http.Request, v any, strict bool) error {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return verity.Errorf(verity.EINVALID, "request body is larger than %d bytes", maxBodyBytes)
+			return verity.Errorf(verity.EINVALID, "request body is larger than %d bytes", tooBig.Limit)
 		}
 		return verity.Errorf(verity.EINVALID, "could not read request body")
 	}

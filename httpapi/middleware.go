@@ -104,14 +104,6 @@ func withRecover(next http.Handler) http.Handler {
 	})
 }
 
-// withBodyLimit caps every request body.
-func withBodyLimit(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-		next.ServeHTTP(w, r)
-	})
-}
-
 // withCleanPath cleans the path (repeated slashes, dot segments) before
 // routing. Left alone, ServeMux would answer such paths with a redirect and
 // an HTML body, and a client whose base URL ends in "/" (the Java client

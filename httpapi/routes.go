@@ -29,16 +29,18 @@ func NewServer(a *app.App, log *slog.Logger) *Server {
 // Handler returns the whole API as one handler, middleware included.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	route := func(pattern string, h http.HandlerFunc) {
+	routeLimit := func(pattern string, maxBody int64, h http.HandlerFunc) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			if p, ok := r.Context().Value(routeKey).(*string); ok {
 				*p = r.Pattern
 			}
+			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 			h(w, r)
 		})
 	}
-	authed := func(pattern string, h func(http.ResponseWriter, *http.Request, *verity.Account)) {
-		route(pattern, func(w http.ResponseWriter, r *http.Request) {
+	route := func(pattern string, h http.HandlerFunc) { routeLimit(pattern, maxBodyBytes, h) }
+	authedLimit := func(pattern string, maxBody int64, h func(http.ResponseWriter, *http.Request, *verity.Account)) {
+		routeLimit(pattern, maxBody, func(w http.ResponseWriter, r *http.Request) {
 			acct, err := s.app.Authenticate(r.Context(), r.Header.Get("X-Service-Auth"))
 			if err != nil {
 				Error(w, r, err)
@@ -46,6 +48,9 @@ func (s *Server) Handler() http.Handler {
 			}
 			h(w, r, acct)
 		})
+	}
+	authed := func(pattern string, h func(http.ResponseWriter, *http.Request, *verity.Account)) {
+		authedLimit(pattern, maxBodyBytes, h)
 	}
 
 	route("GET /healthz", s.healthz)
@@ -63,6 +68,7 @@ func (s *Server) Handler() http.Handler {
 
 	authed("POST "+svc+"/{sid}/users", s.createUser)
 	authed("GET "+svc+"/{sid}/users", s.listUsers)
+	authedLimit("POST "+svc+"/{sid}/users/bulk", maxBulkBodyBytes, s.createUsers)
 	// The Java client reads one user at the singular /user/ path: serve both shapes.
 	for _, users := range []string{"/users/", "/user/"} {
 		authed("GET "+svc+"/{sid}"+users+"{uid}", s.getUser)
@@ -84,7 +90,6 @@ func (s *Server) Handler() http.Handler {
 	var h http.Handler = mux
 	h = withShortPaths(h)
 	h = withCleanPath(h)
-	h = withBodyLimit(h)
 	h = withRecover(h)
 	h = withRequestLog(s.log, h)
 	return h

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/app"
 )
 
 type userJSON struct {
@@ -38,6 +39,31 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, acct *verity
 	writeJSON(w, http.StatusOK, toUserJSON(u))
 }
 
+// createUsers registers many users in one transaction (a Verity extension):
+// {"users": [{"id_in_service", "phone_number"}, …]}, all or none.
+func (s *Server) createUsers(w http.ResponseWriter, r *http.Request, acct *verity.Account) {
+	var req struct {
+		Users []struct {
+			IDInService string `json:"id_in_service"`
+			PhoneNumber string `json:"phone_number"`
+		} `json:"users"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		Error(w, r, err)
+		return
+	}
+	entries := make([]app.NewUser, len(req.Users))
+	for i, u := range req.Users {
+		entries[i] = app.NewUser{IDInService: u.IDInService, Phone: u.PhoneNumber}
+	}
+	users, err := s.app.CreateUsers(r.Context(), acct, r.PathValue("sid"), entries)
+	if err != nil {
+		Error(w, r, err)
+		return
+	}
+	writeUsers(w, len(users), users)
+}
+
 // listUsers answers the Verigator listing. The optional ?limit= is
 // Verity's: the response never holds more than app.MaxListUsers users,
 // while "total" always counts them all.
@@ -56,6 +82,10 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, acct *verity.
 		Error(w, r, err)
 		return
 	}
+	writeUsers(w, total, users)
+}
+
+func writeUsers(w http.ResponseWriter, total int, users []*verity.User) {
 	out := struct {
 		Total int        `json:"total"`
 		Users []userJSON `json:"users"`

@@ -39,6 +39,31 @@ func (db *DB) CreateUser(ctx context.Context, u *verity.User) error {
 	return translate(op, err)
 }
 
+// CreateUsers inserts all users in one statement, or none.
+func (db *DB) CreateUsers(ctx context.Context, users []*verity.User) error {
+	const op = "postgres.CreateUsers"
+	n := len(users)
+	ids, services, names, phones, types := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	created := make([]time.Time, n)
+	for i, u := range users {
+		if err := checkText(op, u.ID, u.ServiceID, u.IDInService, u.Phone, u.PhoneType); err != nil {
+			return err
+		}
+		ids[i], services[i], names[i], phones[i], types[i], created[i] = u.ID, u.ServiceID, u.IDInService, u.Phone, u.PhoneType, ts(u.CreatedAt)
+	}
+	ctx, cancel := db.bound(ctx)
+	defer cancel()
+	// WITH ORDINALITY keeps the callers' order, which is the listing order.
+	_, err := db.pool.Exec(ctx, `
+		INSERT INTO users (id, service_id, id_in_service, phone, phone_type, created_at)
+		SELECT id, service_id, id_in_service, phone, phone_type, created_at
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+		  WITH ORDINALITY AS u (id, service_id, id_in_service, phone, phone_type, created_at, n)
+		ORDER BY n`,
+		ids, services, names, phones, types, created)
+	return translate(op, err)
+}
+
 // User returns the user id of service serviceID.
 func (db *DB) User(ctx context.Context, serviceID, id string) (*verity.User, error) {
 	const op = "postgres.User"

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 
 	"github.com/verityhq/verity"
 )
@@ -27,6 +28,24 @@ func (db *DB) CreateUser(ctx context.Context, u *verity.User) error {
 	return translate("sqlite.CreateUser", db.exec(ctx,
 		`INSERT INTO users (id, service_id, id_in_service, phone, phone_type, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
 		u.ID, u.ServiceID, u.IDInService, u.Phone, u.PhoneType, micros(u.CreatedAt)))
+}
+
+// CreateUsers inserts all users in one write, or none.
+func (db *DB) CreateUsers(ctx context.Context, users []*verity.User) error {
+	return translate("sqlite.CreateUsers", db.q.write(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx,
+			`INSERT INTO users (id, service_id, id_in_service, phone, phone_type, created_at) VALUES (?, ?, ?, ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, u := range users {
+			if _, err := stmt.ExecContext(ctx, u.ID, u.ServiceID, u.IDInService, u.Phone, u.PhoneType, micros(u.CreatedAt)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
 }
 
 // User returns the user id of service serviceID.

@@ -159,6 +159,35 @@ func testUsers(t *testing.T, open Open) {
 			t.Fatalf("ListUsers(unknown service) = %v, %d, %v; want empty", users, total, err)
 		}
 	})
+	t.Run("a batch of users is inserted whole, in order, or not at all", func(t *testing.T) {
+		svc := mustService(t, s, f.account, "Bulk")
+		batch := func(names ...string) []*verity.User {
+			var out []*verity.User
+			for _, n := range names {
+				out = append(out, &verity.User{ID: uuid.NewString(), ServiceID: svc.ID, IDInService: n,
+					Phone: "+3725555555", PhoneType: "MOBILE", CreatedAt: t0})
+			}
+			return out
+		}
+		first := batch("z", "y", "x")
+		if err := s.CreateUsers(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, "CreateUsers(duplicate of a stored user)", s.CreateUsers(ctx, batch("w", "x")), verity.ECONFLICT)
+		wantCode(t, "CreateUsers(duplicate inside the batch)", s.CreateUsers(ctx, batch("v", "v")), verity.ECONFLICT)
+		users, total, err := s.ListUsers(ctx, svc.ID, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if total != 3 {
+			t.Fatalf("%d users after two refused batches, want the first batch's 3", total)
+		}
+		for i, u := range users {
+			if diff := cmp.Diff(first[i], u); diff != "" {
+				t.Fatalf("user %d mismatch (-want +got):\n%s", i, diff)
+			}
+		}
+	})
 	t.Run("last method is recorded", func(t *testing.T) {
 		if err := s.SetLastMethod(ctx, f.user.ID, "totp"); err != nil {
 			t.Fatal(err)
