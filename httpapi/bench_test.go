@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/verityhq/verity"
@@ -139,4 +140,34 @@ func BenchmarkCheck(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkCheckParallel is BenchmarkCheck's right-PIN case with
+// GOMAXPROCS×4 concurrent callers, where SQLite's group commit shares one
+// fsync among many checks.
+func BenchmarkCheckParallel(b *testing.B) {
+	e := newEnv(b)
+	mem := newMemSender()
+	e.sender.set(mem)
+	auth, sid, uids := benchUsers(b, e, b.N)
+	bodies := make([][]byte, b.N)
+	for i, uid := range uids {
+		rec := e.serve(auth, "POST", authPath(sid, uid), []byte(`{"method": "sms"}`))
+		r := checkResponse(b, "start", rec.Code, rec.Header(), rec.Body.Bytes())
+		bodies[i] = []byte(`{"token": "` + mem.pin(b, r.Body["auth_id"].(string)) + `"}`)
+	}
+	var next atomic.Int64
+	b.SetParallelism(4)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := next.Add(1) - 1
+			rec := e.serve(auth, "PUT", authPath(sid, uids[i]), bodies[i])
+			if rec.Code != http.StatusOK || !bytes.Contains(rec.Body.Bytes(), []byte(`"VERIFIED"`)) {
+				b.Errorf("check = %d %s", rec.Code, rec.Body)
+				return
+			}
+		}
+	})
 }

@@ -17,7 +17,7 @@ func (db *DB) CreateAccount(ctx context.Context, a *verity.Account) error {
 func (db *DB) AccountByUsername(ctx context.Context, username string) (*verity.Account, error) {
 	a := &verity.Account{}
 	var created int64
-	err := db.reader.QueryRowContext(ctx,
+	err := db.queryRow(ctx,
 		`SELECT id, username, secret_hash, created_at FROM accounts WHERE username = ?`, username,
 	).Scan(&a.ID, &a.Username, &a.SecretHash, &created)
 	if err != nil {

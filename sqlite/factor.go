@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 
 	"github.com/verityhq/verity"
 )
@@ -43,7 +42,7 @@ func (db *DB) PutPendingFactor(ctx context.Context, f *verity.Factor) error {
 
 // Factor returns the user's factor.
 func (db *DB) Factor(ctx context.Context, userID string) (*verity.Factor, error) {
-	f, err := scanFactor(db.reader.QueryRowContext(ctx,
+	f, err := scanFactor(db.queryRow(ctx,
 		`SELECT `+factorColumns+` FROM factors WHERE user_id = ?`, userID))
 	if err != nil {
 		return nil, translate("sqlite.Factor", err)
@@ -55,9 +54,9 @@ func (db *DB) Factor(ctx context.Context, userID string) (*verity.Factor, error)
 // the recovery codes in one transaction.
 func (db *DB) ActivateFactor(ctx context.Context, a verity.FactorActivation) (bool, error) {
 	activated := false
-	err := db.q.write(ctx, func(tx *sql.Tx) error {
+	err := db.q.write(ctx, func(tx *wtx) error {
 		activated = false
-		res, err := tx.ExecContext(ctx, `
+		res, err := tx.Exec(`
 			UPDATE factors SET status = 'active', last_step = ?, activated_at = ?
 			WHERE id = ? AND user_id = ? AND status = 'pending'`,
 			a.Step, micros(a.Now), a.FactorID, a.UserID)
@@ -67,15 +66,15 @@ func (db *DB) ActivateFactor(ctx context.Context, a verity.FactorActivation) (bo
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO totp_used_steps (user_id, step, used_at) VALUES (?, ?, ?)`,
+		if _, err := tx.Exec(`INSERT INTO totp_used_steps (user_id, step, used_at) VALUES (?, ?, ?)`,
 			a.UserID, a.Step, micros(a.Now)); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM recovery_codes WHERE user_id = ?`, a.UserID); err != nil {
+		if _, err := tx.Exec(`DELETE FROM recovery_codes WHERE user_id = ?`, a.UserID); err != nil {
 			return err
 		}
 		for _, h := range a.RecoveryCodes {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO recovery_codes (user_id, hash) VALUES (?, ?)`, a.UserID, h); err != nil {
+			if _, err := tx.Exec(`INSERT INTO recovery_codes (user_id, hash) VALUES (?, ?)`, a.UserID, h); err != nil {
 				return err
 			}
 		}
@@ -88,8 +87,8 @@ func (db *DB) ActivateFactor(ctx context.Context, a verity.FactorActivation) (bo
 // DeleteFactor removes the user's factor and everything that belongs to it.
 func (db *DB) DeleteFactor(ctx context.Context, userID string) error {
 	found := false
-	err := db.q.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM factors WHERE user_id = ?`, userID)
+	err := db.q.write(ctx, func(tx *wtx) error {
+		res, err := tx.Exec(`DELETE FROM factors WHERE user_id = ?`, userID)
 		if err != nil {
 			return err
 		}
@@ -101,7 +100,7 @@ func (db *DB) DeleteFactor(ctx context.Context, userID string) error {
 			`DELETE FROM totp_used_steps WHERE user_id = ?`,
 			`DELETE FROM recovery_codes WHERE user_id = ?`,
 		} {
-			if _, err := tx.ExecContext(ctx, q, userID); err != nil {
+			if _, err := tx.Exec(q, userID); err != nil {
 				return err
 			}
 		}
@@ -117,9 +116,9 @@ func (db *DB) DeleteFactor(ctx context.Context, userID string) error {
 // factor's last step, in one transaction: a replay hits the key and fails.
 func (db *DB) UseStep(ctx context.Context, u verity.StepUse) (bool, error) {
 	used := false
-	err := db.q.write(ctx, func(tx *sql.Tx) error {
+	err := db.q.write(ctx, func(tx *wtx) error {
 		used = false
-		res, err := tx.ExecContext(ctx, `
+		res, err := tx.Exec(`
 			UPDATE factors SET last_step = ?1
 			WHERE id = ?2 AND user_id = ?3 AND status = 'active' AND last_step < ?1
 			  AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?3 AND failure_count >= ?4 AND failure_window_start > ?5)`,
@@ -130,7 +129,7 @@ func (db *DB) UseStep(ctx context.Context, u verity.StepUse) (bool, error) {
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO totp_used_steps (user_id, step, used_at) VALUES (?, ?, ?)`,
+		if _, err := tx.Exec(`INSERT INTO totp_used_steps (user_id, step, used_at) VALUES (?, ?, ?)`,
 			u.UserID, u.Step, micros(u.Now)); err != nil {
 			if verity.ErrorCode(translate("", err)) == verity.ECONFLICT {
 				return errRollback // a replay: the unique key refused it
@@ -139,7 +138,7 @@ func (db *DB) UseStep(ctx context.Context, u verity.StepUse) (bool, error) {
 		}
 		// Steps at or before last_step can never be accepted again, so older
 		// rows are dead weight: keep a few for the record, bounded per user.
-		if _, err := tx.ExecContext(ctx, `DELETE FROM totp_used_steps WHERE user_id = ? AND step < ?`,
+		if _, err := tx.Exec(`DELETE FROM totp_used_steps WHERE user_id = ? AND step < ?`,
 			u.UserID, u.Step-16); err != nil {
 			return err
 		}
@@ -162,7 +161,7 @@ func (db *DB) UseRecoveryCode(ctx context.Context, u verity.RecoveryUse) (bool, 
 // RecoveryCodesLeft counts the user's unused recovery codes.
 func (db *DB) RecoveryCodesLeft(ctx context.Context, userID string) (int, error) {
 	var n int
-	err := db.reader.QueryRowContext(ctx,
+	err := db.queryRow(ctx,
 		`SELECT count(*) FROM recovery_codes WHERE user_id = ? AND used_at = 0`, userID).Scan(&n)
 	return n, translate("sqlite.RecoveryCodesLeft", err)
 }

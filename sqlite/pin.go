@@ -15,21 +15,21 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (bool, verity.Sen
 		seen    verity.SendHistory
 		started bool
 	)
-	err := db.q.write(ctx, func(tx *sql.Tx) error {
+	err := db.q.write(ctx, func(tx *wtx) error {
 		seen, started = verity.SendHistory{}, false
 		var failuresSince, oldest, last int64
-		if err := tx.QueryRowContext(ctx,
+		if err := tx.QueryRow(
 			`SELECT failure_count, failure_window_start FROM users WHERE id = ?`, p.PIN.UserID,
 		).Scan(&seen.Failures, &failuresSince); err != nil {
 			return err
 		}
-		if err := tx.QueryRowContext(ctx,
+		if err := tx.QueryRow(
 			`SELECT count(*), coalesce(min(created_at), 0) FROM pins WHERE user_id = ? AND created_at > ?`,
 			p.PIN.UserID, micros(p.SendWindowStart),
 		).Scan(&seen.SendsInWindow, &oldest); err != nil {
 			return err
 		}
-		err := tx.QueryRowContext(ctx,
+		err := tx.QueryRow(
 			`SELECT created_at, consumed_at IS NOT NULL FROM pins WHERE user_id = ? ORDER BY seq DESC LIMIT 1`,
 			p.PIN.UserID,
 		).Scan(&last, &seen.LastVerified)
@@ -42,14 +42,14 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (bool, verity.Sen
 		if !p.Allows(seen) {
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx,
+		if _, err := tx.Exec(
 			`INSERT INTO pins (id, user_id, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
 			p.PIN.ID, p.PIN.UserID, p.PIN.Hash, micros(p.PIN.CreatedAt), micros(p.PIN.ExpiresAt),
 		); err != nil {
 			return err
 		}
 		// History older than the send window no longer counts: keep each user's rows bounded.
-		if _, err := tx.ExecContext(ctx,
+		if _, err := tx.Exec(
 			`DELETE FROM pins WHERE user_id = ? AND created_at <= ? AND id <> ?`,
 			p.PIN.UserID, micros(p.SendWindowStart), p.PIN.ID,
 		); err != nil {
@@ -74,7 +74,7 @@ func (db *DB) PendingPIN(ctx context.Context, userID string) (*verity.PIN, error
 	p := &verity.PIN{UserID: userID}
 	var created, expires int64
 	var consumed sql.NullInt64
-	err := db.reader.QueryRowContext(ctx,
+	err := db.queryRow(ctx,
 		`SELECT id, hash, created_at, expires_at, attempts, consumed_at FROM pins WHERE user_id = ? ORDER BY seq DESC LIMIT 1`,
 		userID,
 	).Scan(&p.ID, &p.Hash, &created, &expires, &p.Attempts, &consumed)
@@ -105,10 +105,10 @@ func (db *DB) ConsumePIN(ctx context.Context, c verity.PINConsume) (bool, error)
 // budget in one write; neither counter can pass its limit.
 func (db *DB) CountFailedTry(ctx context.Context, f verity.FailedTry) (bool, error) {
 	counted := false
-	err := db.q.write(ctx, func(tx *sql.Tx) error {
+	err := db.q.write(ctx, func(tx *wtx) error {
 		counted = false
 		if f.PINID != "" {
-			res, err := tx.ExecContext(ctx, `
+			res, err := tx.Exec(`
 				UPDATE pins SET attempts = attempts + 1
 				WHERE id = ? AND user_id = ? AND consumed_at IS NULL AND expires_at > ? AND attempts < ?`,
 				f.PINID, f.UserID, micros(f.Now), f.MaxAttempts)
@@ -121,7 +121,7 @@ func (db *DB) CountFailedTry(ctx context.Context, f verity.FailedTry) (bool, err
 		}
 		// A window that began at or before FailureWindowStart has lapsed: this
 		// failure opens a new one.
-		res, err := tx.ExecContext(ctx, `
+		res, err := tx.Exec(`
 			UPDATE users SET
 			  failure_count = CASE WHEN failure_window_start > ?2 THEN failure_count + 1 ELSE 1 END,
 			  failure_window_start = CASE WHEN failure_window_start > ?2 THEN failure_window_start ELSE ?3 END

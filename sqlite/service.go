@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 
@@ -25,7 +24,7 @@ func (db *DB) Service(ctx context.Context, id string) (*verity.Service, error) {
 	s := &verity.Service{}
 	var settings []byte
 	var created int64
-	err := db.reader.QueryRowContext(ctx,
+	err := db.queryRow(ctx,
 		`SELECT id, account_id, name, fqdn, settings, created_at FROM services WHERE id = ?`, id,
 	).Scan(&s.ID, &s.AccountID, &s.Name, &s.FQDN, &settings, &created)
 	if err != nil {
@@ -64,8 +63,8 @@ func (db *DB) exec(ctx context.Context, query string, args ...any) error {
 // execCount runs one write statement and returns how many rows it changed.
 func (db *DB) execCount(ctx context.Context, query string, args ...any) (int64, error) {
 	var n int64
-	err := db.q.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, query, args...)
+	err := db.q.write(ctx, func(tx *wtx) error {
+		res, err := tx.Exec(query, args...)
 		if err != nil {
 			return err
 		}

@@ -33,6 +33,8 @@ type DB struct {
 	writer *sql.DB     // one connection, used by q and by migrations
 	q      *writeQueue // every write goes through it (group commit)
 	reader *sql.DB
+
+	readStmts *stmtCache
 }
 
 var _ verity.Store = (*DB)(nil)
@@ -55,7 +57,9 @@ func Open(path string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite writer: %w", err)
 	}
-	writer.SetMaxOpenConns(1)
+	// The write queue holds one connection for good; the second serves
+	// migrations, which SQLite's own lock keeps apart from the queue.
+	writer.SetMaxOpenConns(2)
 	writer.SetConnMaxIdleTime(0)
 
 	pragmas.Add("_pragma", "query_only(1)")
@@ -67,11 +71,13 @@ func Open(path string) (*DB, error) {
 	reader.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
 	reader.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
 
-	db := &DB{path: path, writer: writer, reader: reader, q: newWriteQueue(writer)}
-	if err := writer.Ping(); err != nil {
-		db.Close()
+	q, err := newWriteQueue(context.Background(), writer)
+	if err != nil {
+		reader.Close()
+		writer.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	db := &DB{path: path, writer: writer, reader: reader, q: q, readStmts: newStmtCache(reader)}
 	return db, nil
 }
 
@@ -141,12 +147,13 @@ func checkSchemaNotNewer(ctx context.Context, p *goose.Provider) error {
 // Ping reports whether the database answers.
 func (db *DB) Ping(ctx context.Context) error {
 	var one int
-	return db.reader.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+	return db.queryRow(ctx, "SELECT 1").Scan(&one)
 }
 
 // Close closes both pools.
 func (db *DB) Close() error {
 	db.q.close() // finish queued writes first
+	db.readStmts.close()
 	return errors.Join(db.reader.Close(), db.writer.Close())
 }
 

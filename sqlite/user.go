@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 
 	"github.com/verityhq/verity"
 )
@@ -32,15 +31,10 @@ func (db *DB) CreateUser(ctx context.Context, u *verity.User) error {
 
 // CreateUsers inserts all users in one write, or none.
 func (db *DB) CreateUsers(ctx context.Context, users []*verity.User) error {
-	return translate("sqlite.CreateUsers", db.q.write(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx,
-			`INSERT INTO users (id, service_id, id_in_service, phone, phone_type, created_at) VALUES (?, ?, ?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
+	return translate("sqlite.CreateUsers", db.q.write(ctx, func(tx *wtx) error {
 		for _, u := range users {
-			if _, err := stmt.ExecContext(ctx, u.ID, u.ServiceID, u.IDInService, u.Phone, u.PhoneType, micros(u.CreatedAt)); err != nil {
+			if _, err := tx.Exec(`INSERT INTO users (id, service_id, id_in_service, phone, phone_type, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+				u.ID, u.ServiceID, u.IDInService, u.Phone, u.PhoneType, micros(u.CreatedAt)); err != nil {
 				return err
 			}
 		}
@@ -50,7 +44,7 @@ func (db *DB) CreateUsers(ctx context.Context, users []*verity.User) error {
 
 // User returns the user id of service serviceID.
 func (db *DB) User(ctx context.Context, serviceID, id string) (*verity.User, error) {
-	u, err := scanUser(db.reader.QueryRowContext(ctx,
+	u, err := scanUser(db.queryRow(ctx,
 		`SELECT `+userColumns+` FROM users WHERE id = ? AND service_id = ?`, id, serviceID))
 	if err != nil {
 		return nil, translate("sqlite.User", err)

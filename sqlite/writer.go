@@ -10,12 +10,12 @@ import (
 
 // Group commit. SQLite has one writer, and with synchronous=FULL every commit
 // waits for an fsync, so committing each state change on its own caps the
-// whole server at one fsync per request. Instead one goroutine owns the
-// writer connection: it takes every write waiting in the queue, runs each in
-// its own SAVEPOINT inside one transaction (so each succeeds or fails alone,
-// exactly as if it ran by itself, one after the other), commits once, and only
-// then answers each caller. A write is acknowledged only after the fsync that
-// made it durable; under load one fsync covers many writes.
+// whole server at one fsync per request. Instead one goroutine owns a
+// dedicated writer connection: it takes every write waiting in the queue,
+// runs each in its own SAVEPOINT inside one transaction (so each succeeds or
+// fails alone, exactly as if it ran by itself, one after the other), commits
+// once, and only then answers each caller. A write is acknowledged only after
+// the fsync that made it durable; under load one fsync covers many writes.
 
 // maxBatch bounds how many writes share one commit, and so the latency one
 // slow batch adds to the writes queued behind it.
@@ -29,31 +29,76 @@ var errRollback = errors.New("roll back this write")
 // errClosed answers writes submitted after Close.
 var errClosed = errors.New("sqlite: database is closed")
 
+// wtx is what a write function runs its statements on: the writer
+// connection inside the current batch's transaction. Statements are
+// prepared once on that connection and reused, so the hot path never parses.
+type wtx struct {
+	ctx context.Context
+	q   *writeQueue
+}
+
+// Exec runs a write statement.
+func (w *wtx) Exec(query string, args ...any) (sql.Result, error) {
+	s, err := w.q.stmt(w.ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return s.ExecContext(w.ctx, args...)
+}
+
+// QueryRow runs a one-row read; an error surfaces through Scan.
+func (w *wtx) QueryRow(query string, args ...any) *sql.Row {
+	s, err := w.q.stmt(w.ctx, query)
+	if err != nil {
+		return w.q.conn.QueryRowContext(w.ctx, query, args...)
+	}
+	return s.QueryRowContext(w.ctx, args...)
+}
+
 type writeOp struct {
 	ctx  context.Context
-	fn   func(tx *sql.Tx) error
+	fn   func(tx *wtx) error
 	done chan error
 }
 
 // writeQueue runs writes in group commits on one connection.
 type writeQueue struct {
-	db     *sql.DB
-	ops    chan *writeOp
-	mu     sync.RWMutex // guards closed against sends racing Close
+	conn  *sql.Conn
+	stmts map[string]*sql.Stmt // prepared on conn; used by the loop goroutine only
+	ops   chan *writeOp
+
+	mu     sync.RWMutex // guards closed against sends racing close
 	closed bool
 	wg     sync.WaitGroup
 }
 
-func newWriteQueue(db *sql.DB) *writeQueue {
-	q := &writeQueue{db: db, ops: make(chan *writeOp, 4*maxBatch)}
+func newWriteQueue(ctx context.Context, db *sql.DB) (*writeQueue, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q := &writeQueue{conn: conn, stmts: make(map[string]*sql.Stmt), ops: make(chan *writeOp, 4*maxBatch)}
 	q.wg.Add(1)
 	go q.loop()
-	return q
+	return q, nil
+}
+
+// stmt returns query prepared on the writer connection.
+func (q *writeQueue) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if s, ok := q.stmts[query]; ok {
+		return s, nil
+	}
+	s, err := q.conn.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	q.stmts[query] = s
+	return s, nil
 }
 
 // write runs fn in a transaction shared with other writes and returns once
 // its effects are committed (or undone).
-func (q *writeQueue) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (q *writeQueue) write(ctx context.Context, fn func(tx *wtx) error) error {
 	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	q.mu.RLock()
 	if q.closed {
@@ -84,6 +129,12 @@ func (q *writeQueue) close() {
 
 func (q *writeQueue) loop() {
 	defer q.wg.Done()
+	defer func() {
+		for _, s := range q.stmts {
+			s.Close()
+		}
+		q.conn.Close()
+	}()
 	batch := make([]*writeOp, 0, maxBatch)
 	for op := range q.ops {
 		batch = append(batch[:0], op)
@@ -105,26 +156,26 @@ func (q *writeQueue) loop() {
 
 // commit runs one batch in one transaction.
 func (q *writeQueue) commit(batch []*writeOp) {
-	results := make([]error, len(batch))
+	ctx := context.Background() // a caller's cancellation must not abort the others' commit
 	fail := func(err error) {
 		for _, op := range batch {
 			op.done <- err
 		}
 	}
-	ctx := context.Background() // a caller's cancellation must not abort the others' commit
-	tx, err := q.db.BeginTx(ctx, nil)
-	if err != nil {
+	if _, err := q.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		fail(fmt.Errorf("begin: %w", err))
 		return
 	}
+	results := make([]error, len(batch))
 	for i, op := range batch {
 		if err := op.ctx.Err(); err != nil {
 			results[i] = err // not started: nothing to undo
 			continue
 		}
-		results[i] = runInSavepoint(ctx, tx, op.fn)
+		results[i] = q.runInSavepoint(op)
 	}
-	if err := tx.Commit(); err != nil {
+	if _, err := q.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		q.conn.ExecContext(ctx, "ROLLBACK") // a failed COMMIT may leave the transaction open
 		fail(fmt.Errorf("commit: %w", err))
 		return
 	}
@@ -133,19 +184,22 @@ func (q *writeQueue) commit(batch []*writeOp) {
 	}
 }
 
-// runInSavepoint runs fn so that an error (or errRollback) undoes exactly
-// fn's changes and nothing else in the batch.
-func runInSavepoint(ctx context.Context, tx *sql.Tx, fn func(*sql.Tx) error) error {
-	if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+// runInSavepoint runs op so that an error (or errRollback) undoes exactly
+// op's changes and nothing else in the batch.
+func (q *writeQueue) runInSavepoint(op *writeOp) error {
+	// The op's own context could end mid-statement and abort the batch's
+	// transaction in SQLite; statements run to completion instead.
+	tx := &wtx{ctx: context.WithoutCancel(op.ctx), q: q}
+	if _, err := tx.Exec("SAVEPOINT w"); err != nil {
 		return err
 	}
-	err := fn(tx)
+	err := op.fn(tx)
 	if err != nil {
-		if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO w"); rerr != nil {
+		if _, rerr := tx.Exec("ROLLBACK TO w"); rerr != nil {
 			return errors.Join(err, rerr)
 		}
 	}
-	if _, rerr := tx.ExecContext(ctx, "RELEASE w"); rerr != nil {
+	if _, rerr := tx.Exec("RELEASE w"); rerr != nil {
 		return errors.Join(err, rerr)
 	}
 	if errors.Is(err, errRollback) {
