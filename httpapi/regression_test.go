@@ -1,0 +1,188 @@
+package httpapi_test
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"testing"
+
+	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/sqlite"
+)
+
+// countingStore counts the store calls of the hot paths, so that a change
+// that adds a database round trip to a request fails a test on any machine,
+// however fast or loaded.
+type countingStore struct {
+	verity.Store
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (c *countingStore) count(name string) {
+	c.mu.Lock()
+	c.calls[name]++
+	c.mu.Unlock()
+}
+
+func (c *countingStore) reset() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	got := c.calls
+	c.calls = map[string]int{}
+	return got
+}
+
+func (c *countingStore) AccountByUsername(ctx context.Context, u string) (*verity.Account, error) {
+	c.count("AccountByUsername")
+	return c.Store.AccountByUsername(ctx, u)
+}
+
+func (c *countingStore) Service(ctx context.Context, id string) (*verity.Service, error) {
+	c.count("Service")
+	return c.Store.Service(ctx, id)
+}
+
+func (c *countingStore) User(ctx context.Context, sid, id string) (*verity.User, error) {
+	c.count("User")
+	return c.Store.User(ctx, sid, id)
+}
+
+func (c *countingStore) PendingPIN(ctx context.Context, uid string) (*verity.PIN, error) {
+	c.count("PendingPIN")
+	return c.Store.PendingPIN(ctx, uid)
+}
+
+func (c *countingStore) ConsumePIN(ctx context.Context, p verity.PINConsume) (bool, error) {
+	c.count("ConsumePIN")
+	return c.Store.ConsumePIN(ctx, p)
+}
+
+func (c *countingStore) CountFailedTry(ctx context.Context, f verity.FailedTry) (bool, error) {
+	c.count("CountFailedTry")
+	return c.Store.CountFailedTry(ctx, f)
+}
+
+func (c *countingStore) StartPIN(ctx context.Context, p verity.PINStart) (bool, verity.SendHistory, error) {
+	c.count("StartPIN")
+	return c.Store.StartPIN(ctx, p)
+}
+
+func (c *countingStore) SetLastMethod(ctx context.Context, uid, m string) error {
+	c.count("SetLastMethod")
+	return c.Store.SetLastMethod(ctx, uid, m)
+}
+
+func (c *countingStore) Factor(ctx context.Context, uid string) (*verity.Factor, error) {
+	c.count("Factor")
+	return c.Store.Factor(ctx, uid)
+}
+
+func (c *countingStore) UseStep(ctx context.Context, u verity.StepUse) (bool, error) {
+	c.count("UseStep")
+	return c.Store.UseStep(ctx, u)
+}
+
+// TestHotPathStoreCalls pins the number of database operations per request
+// (with the account and service caches warm). Raise a number only with a
+// reason: each one is a round trip on PostgreSQL.
+func TestHotPathStoreCalls(t *testing.T) {
+	counter := &countingStore{calls: map[string]int{}}
+	e := newEnvWith(t, func(db *sqlite.DB) verity.Store { counter.Store = db; return counter })
+	auth, sid, uid := e.serviceUser()
+	secondUID := e.user(auth, sid, "second", "+3725555556")
+	e.do(auth, "GET", userPath(sid, uid), nil) // warm the caches
+
+	for _, c := range []struct {
+		name    string
+		request func() response
+		want    map[string]int
+	}{
+		{"an SMS start", func() response {
+			return e.do(auth, "POST", authPath(sid, secondUID), map[string]any{"method": "sms"})
+		}, map[string]int{"User": 1, "StartPIN": 1, "SetLastMethod": 1}},
+		{"a second SMS start of the same user, once allowed", func() response {
+			e.clock.Advance(31e9)
+			return e.do(auth, "POST", authPath(sid, secondUID), map[string]any{"method": "sms"})
+		}, map[string]int{"User": 1, "StartPIN": 1}},
+		{"a wrong PIN", func() response {
+			return e.do(auth, "PUT", authPath(sid, secondUID), map[string]any{"method": "sms", "token": "x"})
+		}, map[string]int{"User": 1, "PendingPIN": 1, "CountFailedTry": 1}},
+		{"a totp start for a user without an app", func() response {
+			return e.do(auth, "POST", authPath(sid, uid), map[string]any{"method": "totp"})
+		}, map[string]int{"User": 1, "Factor": 1, "StartPIN": 1, "SetLastMethod": 1}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			counter.reset()
+			if r := c.request(); r.Status != http.StatusOK {
+				t.Fatalf("request = %s", r)
+			}
+			got := counter.reset()
+			for name, n := range c.want {
+				if got[name] != n {
+					t.Errorf("%s: %d calls, want %d (all calls: %v)", name, got[name], n, got)
+				}
+			}
+			total, want := 0, 0
+			for _, n := range got {
+				total += n
+			}
+			for _, n := range c.want {
+				want += n
+			}
+			if total != want {
+				t.Errorf("%d store calls in all, want %d: %v", total, want, got)
+			}
+		})
+	}
+
+	t.Run("a right PIN", func(t *testing.T) {
+		e.clock.Advance(31e9)
+		_, pin := e.startSMS(auth, sid, uid)
+		counter.reset()
+		wantCheck(t, e.check(auth, sid, uid, pin), true, "VERIFIED")
+		got := counter.reset()
+		want := map[string]int{"User": 1, "PendingPIN": 1, "ConsumePIN": 1}
+		if len(got) != len(want) || got["User"] != 1 || got["PendingPIN"] != 1 || got["ConsumePIN"] != 1 {
+			t.Fatalf("store calls = %v, want %v", got, want)
+		}
+	})
+}
+
+// TestCheckAllocations bounds the allocations of one check through the
+// router, with generous headroom: a regression that, say, re-reads
+// settings JSON or builds per-request maps shows up here on any machine.
+func TestCheckAllocations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation count skipped in -short mode")
+	}
+	e := newEnv(t)
+	e.sender.set(newMemSender())
+	auth, sid, uid := e.serviceUser()
+	body := []byte(`{"token": "000000"}`)
+	e.do(auth, "POST", authPath(sid, uid), map[string]any{"method": "sms"})
+	e.app.UpdateSettings(context.Background(), mustAuth(t, e, auth), sid, func(s *verity.Settings) error {
+		s.MaxAttempts, s.FailureLimit = 10, 100
+		return nil
+	})
+	e.serve(auth, "PUT", authPath(sid, uid), body) // warm caches and statements
+	allocs := testing.AllocsPerRun(5, func() {
+		// Wrong PINs stay INVALID for max_attempts tries and THROTTLED after:
+		// the same work either way except the write.
+		e.serve(auth, "PUT", authPath(sid, uid), body)
+	})
+	const limit = 400 // measured ~210 on Go 1.26
+	if allocs > limit {
+		t.Fatalf("a check allocates %.0f times, want at most %d", allocs, limit)
+	}
+	t.Logf("a check allocates %.0f times (limit %d)", allocs, limit)
+}
+
+func mustAuth(tb testing.TB, e *env, auth string) *verity.Account {
+	tb.Helper()
+	acct, err := e.app.Authenticate(context.Background(), auth)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return acct
+}
