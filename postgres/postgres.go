@@ -66,7 +66,6 @@ package postgres
 import (
 	"context"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
 	"runtime"
@@ -78,6 +77,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/internal/schema"
 )
 
 //go:embed migrations/*.sql
@@ -222,7 +222,7 @@ func (db *DB) Migrate(ctx context.Context) error {
 	}
 	defer closeMigrator()
 	// Checked under the lock, so that no newer node can migrate in between.
-	if err := checkSchemaNotNewer(ctx, p); err != nil {
+	if err := schema.CheckNotNewer(ctx, p); err != nil {
 		return err
 	}
 	if _, err := p.Up(ctx); err != nil {
@@ -239,17 +239,7 @@ func (db *DB) CheckSchema(ctx context.Context) error {
 		return err
 	}
 	defer closeMigrator()
-	if err := checkSchemaNotNewer(ctx, p); err != nil {
-		return err
-	}
-	pending, err := p.HasPending(ctx)
-	if err != nil {
-		return fmt.Errorf("check schema: %w", err)
-	}
-	if pending {
-		return errors.New("database schema is older than this binary: run `verity migrate`")
-	}
-	return nil
+	return schema.CheckCurrent(ctx, p)
 }
 
 // migrator returns a goose provider on a database/sql view of the pool;
@@ -266,21 +256,6 @@ func (db *DB) migrator() (*goose.Provider, func() error, error) {
 		return nil, nil, fmt.Errorf("migrations: %w", err)
 	}
 	return p, sqlDB.Close, nil
-}
-
-func checkSchemaNotNewer(ctx context.Context, p *goose.Provider) error {
-	current, err := p.GetDBVersion(ctx)
-	if err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	known := int64(0)
-	for _, s := range p.ListSources() {
-		known = max(known, s.Version)
-	}
-	if current > known {
-		return fmt.Errorf("database schema version %d is newer than this binary understands (%d): upgrade verity", current, known)
-	}
-	return nil
 }
 
 // Ping reports whether the database answers.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/pressly/goose/v3"
 	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/internal/schema"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -88,7 +89,7 @@ func (db *DB) Migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := checkSchemaNotNewer(ctx, p); err != nil {
+	if err := schema.CheckNotNewer(ctx, p); err != nil {
 		return err
 	}
 	if _, err := p.Up(ctx); err != nil {
@@ -104,17 +105,7 @@ func (db *DB) CheckSchema(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := checkSchemaNotNewer(ctx, p); err != nil {
-		return err
-	}
-	pending, err := p.HasPending(ctx)
-	if err != nil {
-		return fmt.Errorf("check schema: %w", err)
-	}
-	if pending {
-		return errors.New("database schema is older than this binary: run `verity migrate`")
-	}
-	return nil
+	return schema.CheckCurrent(ctx, p)
 }
 
 func (db *DB) migrator() (*goose.Provider, error) {
@@ -127,21 +118,6 @@ func (db *DB) migrator() (*goose.Provider, error) {
 		return nil, fmt.Errorf("migrations: %w", err)
 	}
 	return p, nil
-}
-
-func checkSchemaNotNewer(ctx context.Context, p *goose.Provider) error {
-	current, err := p.GetDBVersion(ctx)
-	if err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	known := int64(0)
-	for _, s := range p.ListSources() {
-		known = max(known, s.Version)
-	}
-	if current > known {
-		return fmt.Errorf("database schema version %d is newer than this binary understands (%d): upgrade verity", current, known)
-	}
-	return nil
 }
 
 // Ping reports whether the database answers.

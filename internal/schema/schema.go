@@ -1,0 +1,44 @@
+// Package schema holds the migration checks both SQL stores share.
+package schema
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/pressly/goose/v3"
+)
+
+// CheckNotNewer refuses a database whose schema version is newer than the
+// migrations this binary embeds: an old node must not write to a schema it
+// does not understand.
+func CheckNotNewer(ctx context.Context, p *goose.Provider) error {
+	current, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	known := int64(0)
+	for _, s := range p.ListSources() {
+		known = max(known, s.Version)
+	}
+	if current > known {
+		return fmt.Errorf("database schema version %d is newer than this binary understands (%d): upgrade verity", current, known)
+	}
+	return nil
+}
+
+// CheckCurrent returns an error unless the schema is exactly the one this
+// binary embeds.
+func CheckCurrent(ctx context.Context, p *goose.Provider) error {
+	if err := CheckNotNewer(ctx, p); err != nil {
+		return err
+	}
+	pending, err := p.HasPending(ctx)
+	if err != nil {
+		return fmt.Errorf("check schema: %w", err)
+	}
+	if pending {
+		return errors.New("database schema is older than this binary: run `verity migrate`")
+	}
+	return nil
+}
