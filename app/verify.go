@@ -79,7 +79,12 @@ func (a *App) StartVerification(ctx context.Context, acct *verity.Account, servi
 	if err != nil {
 		return Started{}, err
 	}
-	return started, a.recordMethod(ctx, user, MethodSMS)
+	// The PIN is out: the caller must learn its auth_id even if this hint
+	// cannot be written (a check that names its method does not need it).
+	if err := a.recordMethod(ctx, user, MethodSMS); err != nil {
+		a.log.Warn("record last method", "user_id", user.ID, "err", err)
+	}
+	return started, nil
 }
 
 // activeFactor returns the user's active authenticator app, or nil.
