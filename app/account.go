@@ -135,3 +135,11 @@ func (a *App) accountByUsername(ctx context.Context, username string) (*verity.A
 	a.accounts.put(username, acct)
 	return acct, nil
 }
+
+// accountGone tells a conflict caused by an account deleted meanwhile (its
+// foreign key refused the service; the cache still had it) from a duplicate.
+func (a *App) accountGone(ctx context.Context, username string) bool {
+	a.accounts.forget(username)
+	_, err := a.store.AccountByUsername(ctx, username)
+	return verity.ErrorCode(err) == verity.ENOTFOUND
+}

@@ -30,6 +30,9 @@ func (a *App) CreateService(ctx context.Context, acct *verity.Account, name, fqd
 		CreatedAt: a.Now(),
 	}
 	if err := a.store.CreateService(ctx, s); err != nil {
+		if verity.ErrorCode(err) == verity.ECONFLICT && a.accountGone(ctx, acct.Username) {
+			return nil, verity.Errorf(verity.EUNAUTHORIZED, "wrong credentials")
+		}
 		if verity.ErrorCode(err) == verity.ECONFLICT {
 			return nil, verity.Errorf(verity.ECONFLICT, "a service named %q already exists", name)
 		}

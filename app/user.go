@@ -25,6 +25,9 @@ func (a *App) CreateUser(ctx context.Context, acct *verity.Account, serviceID, i
 		return nil, err
 	}
 	if err := a.store.CreateUser(ctx, u); err != nil {
+		if verity.ErrorCode(err) == verity.ECONFLICT && a.serviceGone(ctx, serviceID) {
+			return nil, verity.Errorf(verity.ENOTFOUND, "no such service")
+		}
 		if verity.ErrorCode(err) == verity.ECONFLICT {
 			return nil, verity.Errorf(verity.ECONFLICT, "a user with this id_in_service already exists in the service")
 		}
@@ -86,6 +89,9 @@ func (a *App) CreateUsers(ctx context.Context, acct *verity.Account, serviceID s
 		users[i] = u
 	}
 	if err := a.store.CreateUsers(ctx, users); err != nil {
+		if verity.ErrorCode(err) == verity.ECONFLICT && a.serviceGone(ctx, serviceID) {
+			return nil, verity.Errorf(verity.ENOTFOUND, "no such service")
+		}
 		if verity.ErrorCode(err) == verity.ECONFLICT {
 			return nil, verity.Errorf(verity.ECONFLICT, "a user with one of these id_in_service values already exists in the service: none were created")
 		}
@@ -121,4 +127,13 @@ func (a *App) DeleteUser(ctx context.Context, acct *verity.Account, serviceID, u
 		return err
 	}
 	return notFound(a.store.DeleteUser(ctx, serviceID, userID), "no such user")
+}
+
+// serviceGone tells a conflict caused by a service deleted on another node
+// (its foreign key refused the user; this node's cache still had it) from a
+// duplicate. It runs only on the error path.
+func (a *App) serviceGone(ctx context.Context, serviceID string) bool {
+	a.services.forget(serviceID)
+	_, err := a.store.Service(ctx, serviceID)
+	return verity.ErrorCode(err) == verity.ENOTFOUND
 }

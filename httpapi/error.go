@@ -21,6 +21,9 @@ var statusOf = map[string]int{
 	verity.EINTERNAL:     http.StatusInternalServerError,
 }
 
+// statusClientClosed is nginx's status for a request its client abandoned.
+const statusClientClosed = 499
+
 // errorBody is every error response: "message" is what Verigator clients
 // read; "code" is for machines.
 type errorBody struct {
@@ -36,6 +39,13 @@ func Error(w http.ResponseWriter, r *http.Request, err error) {
 	status, ok := statusOf[code]
 	if !ok {
 		status = http.StatusInternalServerError
+	}
+	if r.Context().Err() != nil && errors.Is(err, r.Context().Err()) {
+		// The client gave up (or the server is shutting down): nobody reads
+		// this answer, and it is not a server fault worth an error log.
+		loggerFrom(r.Context()).Info("request abandoned by the client", "err", err)
+		writeJSON(w, statusClientClosed, errorBody{Message: "request abandoned", Code: verity.EUNAVAILABLE})
+		return
 	}
 	body := errorBody{Message: verity.ErrorMessage(err), Code: code}
 	if status >= 500 {

@@ -3,6 +3,7 @@ package main_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -42,7 +43,9 @@ func TestMain(m *testing.M) {
 // stdout and stderr.
 func runVerity(tb testing.TB, dir string, args ...string) (string, string, error) {
 	tb.Helper()
-	cmd := exec.Command(verityBin, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a hung command must not hang the run
+	defer cancel()
+	cmd := exec.CommandContext(ctx, verityBin, args...)
 	cmd.Dir = dir
 	cmd.Env = cleanEnv()
 	var stdout, stderr bytes.Buffer
@@ -53,12 +56,13 @@ func runVerity(tb testing.TB, dir string, args ...string) (string, string, error
 
 // server is one running `verity serve` process.
 type server struct {
-	tb     testing.TB
-	cmd    *exec.Cmd
-	URL    string
-	mu     sync.Mutex
-	stderr bytes.Buffer
-	done   chan error
+	tb      testing.TB
+	cmd     *exec.Cmd
+	URL     string
+	mu      sync.Mutex
+	stderr  bytes.Buffer
+	exited  chan struct{} // closed once the process has been waited for
+	waitErr error         // set before exited is closed
 }
 
 // startServer starts `verity serve --addr 127.0.0.1:0 args…` in dir and
@@ -76,7 +80,7 @@ func startServer(tb testing.TB, dir string, args ...string) *server {
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	s := &server{tb: tb, cmd: cmd, done: make(chan error, 1)}
+	s := &server{tb: tb, cmd: cmd, exited: make(chan struct{})}
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -94,13 +98,14 @@ func startServer(tb testing.TB, dir string, args ...string) *server {
 				addr <- entry.Addr
 			}
 		}
-		s.done <- cmd.Wait()
+		s.waitErr = cmd.Wait()
+		close(s.exited)
 	}()
 	select {
 	case a := <-addr:
 		s.URL = "http://" + a
-	case err := <-s.done:
-		tb.Fatalf("verity serve exited before listening (%v):\n%s", err, s.Stderr())
+	case <-s.exited:
+		tb.Fatalf("verity serve exited before listening (%v):\n%s", s.waitErr, s.Stderr())
 	case <-time.After(60 * time.Second):
 		cmd.Process.Kill()
 		tb.Fatalf("verity serve did not listen within 60 s:\n%s", s.Stderr())
@@ -118,16 +123,18 @@ func (s *server) Stderr() string {
 
 // Stop sends SIGTERM and waits for a graceful exit; it returns the exit error.
 func (s *server) Stop() error {
-	if s.cmd.ProcessState != nil {
-		return nil
+	select {
+	case <-s.exited:
+		return s.waitErr
+	default:
 	}
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-s.done:
-		s.done <- err
-		return err
+	case <-s.exited:
+		return s.waitErr
 	case <-time.After(30 * time.Second):
 		s.cmd.Process.Kill()
+		<-s.exited
 		return fmt.Errorf("no exit within 30 s of SIGTERM")
 	}
 }
@@ -135,8 +142,7 @@ func (s *server) Stop() error {
 // Kill ends the server with SIGKILL: no graceful anything.
 func (s *server) Kill() {
 	s.cmd.Process.Kill()
-	err := <-s.done
-	s.done <- err
+	<-s.exited
 }
 
 // call sends one JSON request and decodes the JSON object it answers.
