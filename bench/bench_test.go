@@ -1,0 +1,300 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/verityhq/verity/totp"
+)
+
+func TestPercentileIsNearestRank(t *testing.T) {
+	var ds []time.Duration
+	for i := 1; i <= 1000; i++ {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	for _, tc := range []struct {
+		p    float64
+		want time.Duration
+	}{
+		{50, 500 * time.Millisecond},
+		{90, 900 * time.Millisecond},
+		{99, 990 * time.Millisecond},
+		{99.9, 999 * time.Millisecond},
+		{100, 1000 * time.Millisecond},
+		{0.01, time.Millisecond},
+	} {
+		if got := percentile(ds, tc.p); got != tc.want {
+			t.Errorf("percentile(1..1000 ms, %v) = %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	if got := percentile(nil, 99); got != 0 {
+		t.Errorf("percentile(empty) = %v, want 0", got)
+	}
+	if got, want := percentile([]time.Duration{7}, 99.9), time.Duration(7); got != want {
+		t.Errorf("percentile(one sample) = %v, want %v", got, want)
+	}
+}
+
+func TestSummarizeSortsAndReportsMilliseconds(t *testing.T) {
+	s := summarize([]time.Duration{3 * time.Millisecond, time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond})
+	if s.Count != 4 || s.P50 != 2 || s.Max != 4 || s.Mean != 2.5 || s.P99 != 4 {
+		t.Fatalf("summarize = %+v, want count 4, p50 2, p99 4, max 4, mean 2.5", s)
+	}
+}
+
+func TestOpenLoopScheduleDoesNotDrift(t *testing.T) {
+	start := time.Unix(1_000_000, 0)
+	if got, want := slotCount(2000, 5*time.Second), 10000; got != want {
+		t.Fatalf("slotCount(2000/s, 5s) = %d, want %d", got, want)
+	}
+	if got, want := slotCount(3, 1500*time.Millisecond), 5; got != want { // 4.5 rounds to 5
+		t.Fatalf("slotCount(3/s, 1.5s) = %d, want %d", got, want)
+	}
+	if got := slotCount(0, time.Second); got != 0 {
+		t.Fatalf("slotCount(0/s) = %d, want 0", got)
+	}
+	// A rate whose interval is not a whole number of nanoseconds: slot n
+	// must still land on n/rate, not on n times a rounded interval.
+	rate := 3000.0
+	if got, want := slotTime(start, 3_000_000, rate), start.Add(1000*time.Second); got.Sub(want).Abs() > time.Microsecond {
+		t.Fatalf("slot 3,000,000 at 3000/s is due at +%v, want +1000s", got.Sub(start))
+	}
+	prev := start
+	for k := 1; k < 10000; k++ {
+		at := slotTime(start, k, rate)
+		if !at.After(prev) {
+			t.Fatalf("slot %d (%v) is not after slot %d (%v)", k, at, k-1, prev)
+		}
+		prev = at
+	}
+}
+
+func TestPINFromTextTakesTheLastRunOfDigits(t *testing.T) {
+	for _, tc := range []struct {
+		text, want string
+		ok         bool
+	}{
+		{"Your Bench code is 123456", "123456", true},
+		{"Your Shop 2000 code is 0042", "0042", true},
+		{"1234567890", "1234567890", true},
+		{"Code 98765. Valid 5 min", "98765", true},
+		{"no code here", "", false},
+		{"only 123", "", false},
+	} {
+		got, ok := pinFromText(tc.text)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("pinFromText(%q) = %q, %v; want %q, %v", tc.text, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestWrongCodeDiffersInEveryDigit(t *testing.T) {
+	for _, code := range []string{"000000", "123456", "999999", "0042"} {
+		w := wrongCode(code)
+		if len(w) != len(code) {
+			t.Fatalf("wrongCode(%q) = %q: length changed", code, w)
+		}
+		for i := range code {
+			if w[i] == code[i] {
+				t.Fatalf("wrongCode(%q) = %q: digit %d unchanged", code, w, i)
+			}
+		}
+	}
+}
+
+func TestParseProcFiles(t *testing.T) {
+	stat := []byte("4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 1234 0 0 0 150 25 0 0 20 0 9 0 100 0 0\n")
+	if got, err := parseStatCPU(stat); err != nil || got != 175 {
+		t.Fatalf("parseStatCPU = %d, %v; want 175 (utime 150 + stime 25)", got, err)
+	}
+	if _, err := parseStatCPU([]byte("garbage")); err == nil {
+		t.Fatal("parseStatCPU(garbage) succeeded")
+	}
+	status := []byte("Name:\tverity\nVmPeak:\t  900 kB\nVmHWM:\t   35840 kB\nVmRSS:\t 30000 kB\n")
+	if got, err := parseVmHWM(status); err != nil || got != 35840<<10 {
+		t.Fatalf("parseVmHWM = %d, %v; want %d", got, err, 35840<<10)
+	}
+	procStat := []byte("cpu  100 5 50 1000 70 3 2 1 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+	if got, err := parseProcStatBusy(procStat); err != nil || got != 161 {
+		t.Fatalf("parseProcStatBusy = %d, %v; want 161 (all but idle and iowait)", got, err)
+	}
+}
+
+func TestReadResponse(t *testing.T) {
+	for _, tc := range []struct {
+		name, raw, body string
+		status          int
+		keep            bool
+	}{
+		{"content length", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}", `{"ok":true}`, 200, true},
+		{"chunked", "HTTP/1.1 422 Unprocessable Entity\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n", `{"a":1}`, 422, true},
+		{"connection close", "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}", "{}", 503, false},
+		{"no content", "HTTP/1.1 204 No Content\r\n\r\n", "", 204, true},
+		{"http/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", "", 200, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body, keep, err := readResponse(bufio.NewReader(strings.NewReader(tc.raw)))
+			if err != nil || status != tc.status || string(body) != tc.body || keep != tc.keep {
+				t.Fatalf("readResponse = %d, %q, keep %v, %v; want %d, %q, keep %v", status, body, keep, err, tc.status, tc.body, tc.keep)
+			}
+		})
+	}
+	if _, _, _, err := readResponse(bufio.NewReader(strings.NewReader(""))); err != errNoStatus {
+		t.Fatalf("readResponse(closed) error = %v, want errNoStatus", err)
+	}
+	if _, _, _, err := readResponse(bufio.NewReader(strings.NewReader("SMTP ready\r\n"))); err == nil {
+		t.Fatal("readResponse accepted a non-HTTP status line")
+	}
+}
+
+func TestSendLogKeepsInsideTheSendLimits(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	var s sendLog
+	if !s.canStart(t0) {
+		t.Fatal("a user never started cannot start")
+	}
+	s.record(t0)
+	if s.canStart(t0.Add(10 * time.Second)) {
+		t.Fatal("a second start inside the resend interval is allowed")
+	}
+	if !s.canStart(t0.Add(resendGap)) {
+		t.Fatal("a start after the resend interval is refused")
+	}
+	s.verified = true
+	if !s.canStart(t0.Add(time.Second)) {
+		t.Fatal("a verified PIN does not lift the resend interval")
+	}
+	now := t0
+	for range sendsAllowed - 1 {
+		now = now.Add(time.Second)
+		s.record(now)
+		s.verified = true
+	}
+	if s.canStart(now.Add(time.Second)) {
+		t.Fatalf("a start beyond %d sends in the window is allowed", sendsAllowed)
+	}
+	if !s.canStart(t0.Add(sendWindow + time.Second)) {
+		t.Fatal("a start is refused after the first send left the window")
+	}
+}
+
+func TestPINPoolChecksWrongThenRightRoundRobin(t *testing.T) {
+	p := newPINPool(&api{sid: "s"}, nil, nil, 2, nil)
+	for _, id := range []string{"a", "b"} {
+		u := &pinUser{id: id, pin: "123456", checksLeft: 3}
+		p.reserve.push(u)
+		p.checksReady += 3
+	}
+	var got []string
+	for {
+		r, ok := p.nextCheck()
+		if !ok {
+			break
+		}
+		kind := "wrong"
+		if bytes.Contains(r.body, []byte(`"123456"`)) {
+			kind = "right"
+		}
+		if kind != r.label {
+			t.Fatalf("request labelled %s carries a %s code: %s", r.label, kind, r.body)
+		}
+		got = append(got, strings.TrimPrefix(r.path, "/v1/service/service/s/users/")+" "+kind)
+	}
+	want := "a/auth wrong,b/auth wrong,a/auth wrong,b/auth wrong,a/auth right,b/auth right"
+	if strings.Join(got, ",") != want {
+		t.Fatalf("checks = %v, want %s", got, want)
+	}
+	if p.checksReady != 0 {
+		t.Fatalf("checksReady = %d after the pool ran dry, want 0", p.checksReady)
+	}
+}
+
+func TestTOTPTargeterNeverReusesAStep(t *testing.T) {
+	params := totp.DefaultParams()
+	s := &totpScenario{api: &api{sid: "s"}, params: params}
+	seed := bytes.Repeat([]byte{7}, 20)
+	for _, id := range []string{"a", "b", "c"} {
+		s.users = append(s.users, &totpUser{id: id, seed: seed, lastStep: totp.Step(time.Unix(1_000_000, 0), 30)})
+	}
+	now := time.Unix(1_000_000, 0)
+	rights, wrongs := 0, 0
+	for i := 0; ; i++ {
+		r, ok := s.nextRequest(i, now)
+		if !ok {
+			break
+		}
+		switch r.label {
+		case "right":
+			rights++
+		case "wrong":
+			wrongs++
+		}
+		if i > 1000 {
+			t.Fatal("the targeter never runs out of failure budget")
+		}
+	}
+	// Confirmed at the current step, each user has exactly one more step
+	// (the next) the server would accept now, and then its budget of wrongs.
+	if rights != 3 || wrongs != 3*wrongPerWindow {
+		t.Fatalf("within one step: %d right and %d wrong codes, want 3 and %d", rights, wrongs, 3*wrongPerWindow)
+	}
+	if r, ok := s.nextRequest(0, now.Add(failureWindow+30*time.Second)); !ok || r.label != "right" {
+		t.Fatalf("a step and a failure window later the targeter gives %q, %v; want a right code", r.label, ok)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	cfg, err := parseFlags([]string{"-quick", "-open", "4s", "-scenarios", "check,mix,check"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.closedDur != 1500*time.Millisecond || cfg.openDur != 4*time.Second || cfg.storageDur != time.Second {
+		t.Fatalf("-quick -open 4s gives closed %v open %v storage %v; want 1.5s, 4s, 1s", cfg.closedDur, cfg.openDur, cfg.storageDur)
+	}
+	if got := strings.Join(cfg.scenarios, ","); got != "check,mix" {
+		t.Fatalf("scenarios = %s, want check,mix", got)
+	}
+	for _, args := range [][]string{{"-scenarios", "nope"}, {"-users", "0"}, {"-db", "mysql"}, {"-wrong", "10"}, {"stray"}} {
+		if _, err := parseFlags(args); err == nil {
+			t.Errorf("parseFlags(%v) succeeded", args)
+		}
+	}
+}
+
+func TestNumGroupsThousands(t *testing.T) {
+	for in, want := range map[float64]string{0: "0", 999: "999", 1000: "1,000", 1234567.4: "1,234,567"} {
+		if got := num(in); got != want {
+			t.Errorf("num(%v) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestStartTargeterUsesEachUserOncePerResendInterval(t *testing.T) {
+	seeded := []string{"a", "b", "c"}
+	s := newStartScenario(&api{sid: "s"}, seeded, 1, nil)
+	next, err := s.prepare(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1_000_000, 0)
+	var got []string
+	for i := 0; ; i++ {
+		r, ok := next(i, t0)
+		if !ok {
+			break
+		}
+		got = append(got, strings.TrimSuffix(strings.TrimPrefix(r.path, "/v1/service/service/s/users/"), "/auth"))
+	}
+	if strings.Join(got, ",") != "a,b,c" {
+		t.Fatalf("starts at one instant = %v, want each seeded user once", got)
+	}
+	if r, ok := next(3, t0.Add(resendGap)); !ok || !strings.Contains(r.path, "/users/a/") {
+		t.Fatalf("after the resend interval the targeter gives %q, %v; want user a again", r.path, ok)
+	}
+	if strings.Join(seeded, ",") != "a,b,c" {
+		t.Fatalf("the scenario changed the seeded ids: %v", seeded)
+	}
+}

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/verityhq/verity/totp"
+)
+
+// fixedScenario sends the same request forever: the HTTP ceiling's load.
+type fixedScenario struct{ req request }
+
+func (s *fixedScenario) prepare(context.Context, int) (targeter, error) {
+	return func(int, time.Time) (request, bool) { return s.req, true }, nil
+}
+
+func (s *fixedScenario) describe() string {
+	return "PUT /ceiling {\"token\"} to a minimal net/http server in its own process, answering a check-sized JSON body"
+}
+
+// noisy is how busy, in cores, other processes may keep the machine
+// during the HTTP ceiling before it is measured again at the end.
+const noisy = 0.3
+
+// noise is the larger of a row's two "other processes" figures.
+func (s *scenarioResult) noise() float64 { return max(s.Closed.OtherCPUCores, s.Open.OtherCPUCores) }
+
+// measureHTTPCeiling measures the HTTP ceiling server the way the
+// scenarios are measured.
+func (r *runner) measureHTTPCeiling(ctx context.Context) (scenarioResult, error) {
+	logf("HTTP ceiling")
+	busy := waitQuiet(ctx, r.cfg.quietWait)
+	exe, err := os.Executable()
+	if err != nil {
+		return scenarioResult{}, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return scenarioResult{}, err
+	}
+	p, err := startProcess(ctx, "ceiling server", exe, addr, ceilingServerCommand, addr)
+	if err != nil {
+		return scenarioResult{}, err
+	}
+	r.track(p)
+	sc := &fixedScenario{req: request{method: "PUT", path: "/ceiling", body: tokenBody("123456"), want: 200, label: "ceiling"}}
+	tg, err := newTarget(p.base, "")
+	if err != nil {
+		r.release(p)
+		return scenarioResult{}, err
+	}
+	m, err := measure(ctx, sc, tg, r.cfg, p.pid)
+	tg.close()
+	rss, _ := peakRSS(p.pid)
+	if stopErr := r.release(p); err == nil {
+		err = stopErr
+	}
+	if err != nil {
+		return scenarioResult{}, fmt.Errorf("HTTP ceiling: %w", err)
+	}
+	res := newScenarioResult("HTTP ceiling", sc.describe(), m, rss)
+	if busy >= quietThreshold {
+		res.Notes = append(res.Notes, fmt.Sprintf("the machine was still %.2f cores busy with other work when this started", busy))
+	}
+	return res, nil
+}
+
+// remeasureNoisyHTTPCeiling measures the HTTP ceiling again when other
+// processes disturbed the first measurement, and keeps the quieter one.
+func (r *runner) remeasureNoisyHTTPCeiling(ctx context.Context) error {
+	first := r.results.HTTPCeiling
+	if first == nil || first.noise() < noisy {
+		return nil
+	}
+	second, err := r.measureHTTPCeiling(ctx)
+	if err != nil {
+		return err
+	}
+	kept, other := &second, first
+	if first.noise() <= second.noise() {
+		kept, other = first, &second
+	}
+	kept.Notes = append(kept.Notes, fmt.Sprintf("measured twice because other processes kept the CPUs busy; "+
+		"kept the quieter run (%.2f cores of other work), the other gave a peak of %s/s", kept.noise(), num(other.Peak)))
+	r.results.HTTPCeiling = kept
+	return nil
+}
+
+// measureCeilings measures the HTTP ceiling and the storage ceiling.
+func (r *runner) measureCeilings(ctx context.Context) error {
+	res, err := r.measureHTTPCeiling(ctx)
+	if err != nil {
+		return err
+	}
+	r.results.HTTPCeiling = &res
+
+	logf("storage ceiling (%s, %d users)", r.cfg.db, min(r.cfg.pool, storageUsers))
+	waitQuiet(ctx, r.cfg.quietWait)
+	dir := filepath.Join(r.tmp, "storage")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	pgURL := ""
+	if r.pg != nil {
+		if pgURL, err = r.pg.create(ctx, "store", ""); err != nil {
+			return err
+		}
+	}
+	fsync, fsyncErr := probeFsync(dir)
+	st, err := measureStorage(ctx, storageDSN(dir, pgURL), min(r.cfg.pool, storageUsers), r.cfg.wrong, r.cfg.conns, r.cfg.storageDur)
+	st.Fsync = fsync
+	if fsyncErr != nil {
+		st.Note = "fsync probe failed: " + fsyncErr.Error()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		st.Note = "failed: " + err.Error()
+		logf("storage ceiling failed: %v", err)
+	}
+	r.results.Storage = &st
+	return os.RemoveAll(dir)
+}
+
+// rowSpec is how to measure one row: its server's sender and its scenario.
+type rowSpec struct {
+	name    string
+	webhook bool // the server needs the webhook sender (to learn PINs)
+	build   func(a *api) scenario
+}
+
+// rows returns the rows of one -scenarios entry; "create" has two.
+func (r *runner) rows(name string) []rowSpec {
+	pool := r.uids[:min(len(r.uids), r.cfg.pool)]
+	switch name {
+	case "check":
+		return []rowSpec{{"check", true, func(a *api) scenario {
+			return &checkScenario{pool: newPINPool(a, r.capture, pool, r.cfg.wrong, &r.bulk), conns: 16}
+		}}}
+	case "mix":
+		return []rowSpec{{"mix", true, func(a *api) scenario {
+			return &mixScenario{pool: newPINPool(a, r.capture, pool, 3, &r.bulk), conns: 16, prime: min(max(len(pool)/4, 16), 500)}
+		}}}
+	case "start":
+		return []rowSpec{{"start", false, func(a *api) scenario { return newStartScenario(a, r.uids, 16, &r.bulk) }}}
+	case "totp":
+		return []rowSpec{{"totp", false, func(a *api) scenario {
+			return &totpScenario{api: a, uids: r.uids, initial: r.cfg.totpUsers, conns: 4, params: totp.DefaultParams()}
+		}}}
+	case "create":
+		return []rowSpec{
+			{"create", false, func(a *api) scenario { return &createScenario{api: a, perRequest: 1, prefix: "create-"} }},
+			{"create-bulk", false, func(a *api) scenario { return &createScenario{api: a, perRequest: 100, prefix: "bulk-"} }},
+		}
+	}
+	return nil
+}
+
+// runScenarios measures every row of the -scenarios entries, then measures
+// once more each row that other processes disturbed and keeps the quieter.
+func (r *runner) runScenarios(ctx context.Context) error {
+	var specs []rowSpec
+	for _, name := range r.cfg.scenarios {
+		for _, spec := range r.rows(name) {
+			if spec.name == "create-bulk" && !r.bulk {
+				r.results.add(scenarioResult{Name: spec.name, Skipped: "the server has no POST …/users/bulk (it answered 404)"})
+				continue
+			}
+			res, err := r.runRow(ctx, spec)
+			if err != nil {
+				return err
+			}
+			r.results.add(res)
+			specs = append(specs, spec)
+		}
+	}
+	if !r.cfg.retryNoisy {
+		return nil
+	}
+	for _, spec := range specs {
+		i := slices.IndexFunc(r.results.Scenarios, func(s scenarioResult) bool { return s.Name == spec.name })
+		first := r.results.Scenarios[i]
+		if first.noise() < noisy || first.Error != "" {
+			continue
+		}
+		logf("scenario %s again: other processes kept %.2f cores busy during it", spec.name, first.noise())
+		second, err := r.runRow(ctx, spec)
+		if err != nil {
+			return err
+		}
+		kept, other := second, first
+		if first.noise() <= second.noise() || second.Error != "" {
+			kept, other = first, second
+		}
+		kept.Notes = append(kept.Notes, fmt.Sprintf("measured twice because other processes kept the CPUs busy; "+
+			"kept the quieter run (%.2f cores of other work), the other gave a peak of %s/s and p99 %.2f ms", kept.noise(), num(other.Peak), other.Open.Latency.P99))
+		r.results.Scenarios[i] = kept
+	}
+	return nil
+}
+
+// runRow starts a server on a fresh copy of the seeded data and measures
+// one row. A failure inside the scenario is recorded in the row, not
+// returned, so the other scenarios still run; only cancellation and setup
+// failures stop the run.
+func (r *runner) runRow(ctx context.Context, spec rowSpec) (scenarioResult, error) {
+	name, webhook, build := spec.name, spec.webhook, spec.build
+	logf("scenario %s", name)
+	res := scenarioResult{Name: name}
+	dir, dbURL, err := r.clone(ctx, name)
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+	syscall.Sync() // let the previous scenario's writes and deletes settle first
+	if busy := waitQuiet(ctx, r.cfg.quietWait); busy >= quietThreshold {
+		res.Notes = append(res.Notes, fmt.Sprintf("the machine was still %.2f cores busy with other work when this scenario started", busy))
+	}
+	p, err := r.startVerity(ctx, name, dir, dbURL, webhook)
+	if err != nil {
+		if ctx.Err() != nil {
+			return res, err
+		}
+		res.Error = err.Error()
+		return res, nil
+	}
+	setup, err1 := newTarget(p.base, p.credentials())
+	tg, err2 := newTarget(p.base, p.credentials())
+	if err := errors.Join(err1, err2); err != nil {
+		r.release(p)
+		return res, err
+	}
+	sc := build(&api{tg: setup, sid: r.sid})
+	m, err := measure(ctx, sc, tg, r.cfg, p.pid)
+	setup.close()
+	tg.close()
+	rss, _ := peakRSS(p.pid)
+	stopErr := r.release(p)
+	if ctx.Err() != nil {
+		return res, ctx.Err()
+	}
+	notes := res.Notes
+	res = newScenarioResult(name, sc.describe(), m, rss)
+	res.Notes = notes
+	if err != nil {
+		res.Error = err.Error()
+		logf("scenario %s: %v", name, err)
+	} else if stopErr != nil {
+		res.Error = stopErr.Error()
+	}
+	switch sc := sc.(type) {
+	case *startScenario:
+		if sc.created > 0 {
+			res.Notes = append(res.Notes, fmt.Sprintf("%d users registered (unmeasured) beyond the %d seeded, to keep every user to one start per 10.5 s", sc.created, len(r.uids)))
+		}
+	case *totpScenario:
+		res.Notes = append(res.Notes, fmt.Sprintf("enrolling %d apps (POST …/totp with its QR PNG, then PUT …/totp) took %.1f s with %d in parallel, %.0f/s",
+			sc.enrolled, sc.enrolFor.Seconds(), sc.conns, ratio(float64(sc.enrolled), sc.enrolFor.Seconds())))
+	case *createScenario:
+		res.UsersPerSec = res.Peak * sc.usersPerOp()
+	case *checkScenario:
+		res.Notes = append(res.Notes, sc.pool.notes(min(len(r.uids), r.cfg.pool))...)
+	case *mixScenario:
+		res.Notes = append(res.Notes, sc.pool.notes(min(len(r.uids), r.cfg.pool))...)
+	}
+	return res, nil
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// isPostgres reports whether dsn names a PostgreSQL database.
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// pgAdmin creates and drops the benchmark's throwaway databases through
+// the maintenance database the -postgres-url names.
+type pgAdmin struct {
+	url    string
+	prefix string // verity_bench_<random>
+
+	mu      sync.Mutex
+	created []string
+}
+
+// newPGAdmin checks that the maintenance database answers.
+func newPGAdmin(ctx context.Context, maintenanceURL string) (*pgAdmin, error) {
+	a := &pgAdmin{url: maintenanceURL, prefix: "verity_bench_" + randomToken(8)}
+	return a, a.exec(ctx, "SELECT 1")
+}
+
+func (a *pgAdmin) exec(ctx context.Context, sql string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, a.url)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("postgres: %s: %w", sql, err)
+	}
+	return nil
+}
+
+// create makes an empty database (or a copy of template, when given) and
+// returns its URL.
+func (a *pgAdmin) create(ctx context.Context, suffix, template string) (string, error) {
+	name := a.prefix + "_" + suffix
+	sql := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize()
+	if template != "" {
+		sql += " TEMPLATE " + pgx.Identifier{template}.Sanitize()
+	}
+	if err := a.exec(ctx, sql); err != nil {
+		return "", err
+	}
+	a.mu.Lock()
+	a.created = append(a.created, name)
+	a.mu.Unlock()
+	return a.dbURL(name)
+}
+
+// dbURL is the maintenance URL with its database replaced by name.
+func (a *pgAdmin) dbURL(name string) (string, error) {
+	u, err := url.Parse(a.url)
+	if err != nil {
+		return "", err
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}
+
+// dbName returns the database a URL made by create names.
+func dbName(dbURL string) string {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimPrefix(u.Path, "/")
+}
+
+// dropAll drops every database this run created, even with connections
+// still open (PostgreSQL 13+).
+func (a *pgAdmin) dropAll(ctx context.Context) error {
+	a.mu.Lock()
+	names := a.created
+	a.created = nil
+	a.mu.Unlock()
+	var first error
+	for _, name := range names {
+		if err := a.exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
