@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -36,6 +37,10 @@ type DB struct {
 	reader *sql.DB
 
 	readStmts *stmtCache
+
+	stopCheckpoints, checkpointsDone chan struct{}
+	closeOnce                        sync.Once
+	closeErr                         error
 }
 
 var _ verity.Store = (*DB)(nil)
@@ -45,10 +50,13 @@ var _ verity.Store = (*DB)(nil)
 func Open(path string) (*DB, error) {
 	// secure_delete: freed pages and the WAL must not keep old PIN hashes.
 	// synchronous=FULL: an acknowledged PIN or counted attempt survives power loss.
+	// wal_autocheckpoint=0: checkpoints run beside the writer (see checkpointer),
+	// not inside whichever commit crosses the threshold.
 	pragmas := url.Values{}
 	for _, p := range []string{
 		"busy_timeout(10000)", "journal_mode(WAL)", "foreign_keys(1)",
-		"secure_delete(1)", "synchronous(FULL)",
+		"secure_delete(1)", "synchronous(FULL)", "wal_autocheckpoint(0)",
+		"journal_size_limit(67108864)",
 	} {
 		pragmas.Add("_pragma", p)
 	}
@@ -78,8 +86,32 @@ func Open(path string) (*DB, error) {
 		writer.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	db := &DB{path: path, writer: writer, reader: reader, q: q, readStmts: newStmtCache(reader)}
+	db := &DB{path: path, writer: writer, reader: reader, q: q, readStmts: newStmtCache(reader),
+		stopCheckpoints: make(chan struct{}), checkpointsDone: make(chan struct{})}
+	go db.checkpointer(checkpointInterval)
 	return db, nil
+}
+
+// checkpointInterval is how often the WAL is copied back into the database.
+const checkpointInterval = 250 * time.Millisecond
+
+// checkpointer copies the WAL into the database file on the writer pool's
+// second connection. With SQLite's automatic checkpoints, the commit that
+// crosses the WAL threshold runs the checkpoint itself and holds the single
+// writer (measured: ~20 ms every ~0.4 s under load), so every queued write
+// waits. A PASSIVE checkpoint here never blocks the writer or the readers.
+func (db *DB) checkpointer(interval time.Duration) {
+	defer close(db.checkpointsDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stopCheckpoints:
+			return
+		case <-t.C:
+			db.writer.Exec("PRAGMA wal_checkpoint(PASSIVE)") // best effort: the next tick retries
+		}
+	}
 }
 
 // Migrate applies pending schema migrations. It refuses a database whose
@@ -126,11 +158,17 @@ func (db *DB) Ping(ctx context.Context) error {
 	return db.queryRow(ctx, "SELECT 1").Scan(&one)
 }
 
-// Close closes both pools.
+// Close finishes queued writes and closes both pools; later calls return
+// the first call's result.
 func (db *DB) Close() error {
-	db.q.close() // finish queued writes first
-	db.readStmts.close()
-	return errors.Join(db.reader.Close(), db.writer.Close())
+	db.closeOnce.Do(func() {
+		db.q.close()
+		close(db.stopCheckpoints)
+		<-db.checkpointsDone
+		db.readStmts.close()
+		db.closeErr = errors.Join(db.reader.Close(), db.writer.Close())
+	})
+	return db.closeErr
 }
 
 // micros and fromMicros store times as microseconds since the epoch: exact,
