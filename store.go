@@ -37,6 +37,9 @@ type Store interface {
 	StartPIN(ctx context.Context, p PINStart) (started bool, seen SendHistory, err error)
 	// AbortPIN removes a PIN whose delivery failed, refunding its send.
 	AbortPIN(ctx context.Context, pinID string) error
+	// UserWithPIN returns the user id of service serviceID and its newest PIN
+	// (nil when it has none) in one read: the check path's only read.
+	UserWithPIN(ctx context.Context, serviceID, id string) (*User, *PIN, error)
 	// PendingPIN returns the user's newest PIN, ENOTFOUND if there is none.
 	PendingPIN(ctx context.Context, userID string) (*PIN, error)
 	// ConsumePIN marks a PIN used if c's conditions hold; it reports whether it did.

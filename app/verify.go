@@ -200,9 +200,15 @@ func (a *App) CheckVerification(ctx context.Context, acct *verity.Account, servi
 	if c.Token == "" || len(c.Token) > 64 {
 		return Checked{}, verity.Errorf(verity.EINVALID, "token is required and must be at most 64 characters")
 	}
-	svc, user, err := a.serviceUser(ctx, acct, serviceID, userID)
+	svc, err := a.Service(ctx, acct, serviceID)
 	if err != nil {
 		return Checked{}, err
+	}
+	// One read for the user and its pending PIN: the common check needs
+	// nothing else before its one write.
+	user, pin, err := a.store.UserWithPIN(ctx, serviceID, userID)
+	if err != nil {
+		return Checked{}, notFound(err, "no such user")
 	}
 	policy := svc.Settings
 	if c.Method == MethodRecovery {
@@ -218,19 +224,18 @@ func (a *App) CheckVerification(ctx context.Context, acct *verity.Account, servi
 		}
 		// "totp" for a user without an app was answered with an SMS PIN.
 	}
-	pin, err := a.store.PendingPIN(ctx, user.ID)
-	if verity.ErrorCode(err) == verity.ENOTFOUND && c.Method == "" {
+	if pin == nil && c.Method == "" {
 		// No PIN pending: an app is the only thing left to check.
-		factor, ferr := a.activeFactor(ctx, user)
-		if ferr != nil {
-			return Checked{}, ferr
+		factor, err := a.activeFactor(ctx, user)
+		if err != nil {
+			return Checked{}, err
 		}
 		if factor != nil {
 			return a.checkTOTP(ctx, user, factor, policy, c.Token)
 		}
 	}
-	if err != nil {
-		return Checked{}, notFound(err, "there is no pending verification for this user")
+	if pin == nil {
+		return Checked{}, verity.Errorf(verity.ENOTFOUND, "there is no pending verification for this user")
 	}
 	return a.checkPIN(ctx, user, pin, policy, c)
 }

@@ -189,7 +189,7 @@ func (r *results) markdown() string {
 		"CPU µs/op is the server process's user+system time over both measured phases divided by their requests.\n\n")
 	if st := r.Storage; st != nil {
 		fmt.Fprintf(&b, "- storage ceiling (%s, %d users, %d workers): ConsumePIN %s/s, CountFailedTry %s/s, check mix %s/s, "+
-			"check mix with the 2 reads a check makes first (user, pending PIN) %s/s; 4 KiB write + fsync in the data folder p50 %.2f ms, p99 %.2f ms%s\n",
+			"check mix with the read a check makes first (user with pending PIN) %s/s; 4 KiB write + fsync in the data folder p50 %.2f ms, p99 %.2f ms%s\n",
 			st.Backend, st.Users, st.Concurrency, num(st.Consume.OpsPerSec), num(st.FailedTry.OpsPerSec),
 			num(st.CheckMix.OpsPerSec), num(st.FullCheck.OpsPerSec), st.Fsync.P50, st.Fsync.P99, noteSuffix(st.Note))
 	}

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -113,6 +114,46 @@ func (db *DB) PendingPIN(ctx context.Context, userID string) (*verity.PIN, error
 		p.ConsumedAt = &t
 	}
 	return p, nil
+}
+
+// UserWithPIN reads the user and its newest PIN in one statement.
+func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.User, *verity.PIN, error) {
+	const op = "postgres.UserWithPIN"
+	if !storable(serviceID, id) {
+		return nil, nil, notFound(op)
+	}
+	ctx, cancel := db.bound(ctx)
+	defer cancel()
+	var (
+		pinID            *string
+		hash             []byte
+		created, expires *time.Time
+		attempts         *int
+		consumed         *time.Time
+	)
+	u, err := scanUser(db.pool.QueryRow(ctx, `
+		SELECT `+prefixed("u.", userColumns)+`, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at
+		FROM users u LEFT JOIN LATERAL (
+		  SELECT * FROM pins WHERE user_id = u.id ORDER BY seq DESC LIMIT 1) p ON true
+		WHERE u.id = $1 AND u.service_id = $2`, id, serviceID),
+		&pinID, &hash, &created, &expires, &attempts, &consumed)
+	if err != nil {
+		return nil, nil, translate(op, err)
+	}
+	if pinID == nil {
+		return u, nil, nil
+	}
+	p := &verity.PIN{ID: *pinID, UserID: u.ID, Hash: hash, CreatedAt: created.UTC(), ExpiresAt: expires.UTC(), Attempts: *attempts}
+	if consumed != nil {
+		t := consumed.UTC()
+		p.ConsumedAt = &t
+	}
+	return u, p, nil
+}
+
+// prefixed qualifies every column of a comma-separated list with a table alias.
+func prefixed(alias, columns string) string {
+	return alias + strings.ReplaceAll(columns, ", ", ", "+alias)
 }
 
 // ConsumePIN marks the PIN used in one conditional UPDATE. Of any number of

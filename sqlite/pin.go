@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"time"
 
 	"github.com/verityhq/verity"
@@ -87,6 +88,39 @@ func (db *DB) PendingPIN(ctx context.Context, userID string) (*verity.PIN, error
 		p.ConsumedAt = &t
 	}
 	return p, nil
+}
+
+// UserWithPIN reads the user and its newest PIN in one statement.
+func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.User, *verity.PIN, error) {
+	var (
+		pinID                      sql.NullString
+		hash                       []byte
+		created, expires, attempts sql.NullInt64
+		consumed                   sql.NullInt64
+	)
+	row := db.queryRow(ctx, `
+		SELECT `+prefixed("u.", userColumns)+`, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at
+		FROM users u LEFT JOIN pins p ON p.seq = (SELECT max(seq) FROM pins WHERE user_id = u.id)
+		WHERE u.id = ? AND u.service_id = ?`, id, serviceID)
+	u, err := scanUser(row, &pinID, &hash, &created, &expires, &attempts, &consumed)
+	if err != nil {
+		return nil, nil, translate("sqlite.UserWithPIN", err)
+	}
+	if !pinID.Valid {
+		return u, nil, nil
+	}
+	p := &verity.PIN{ID: pinID.String, UserID: u.ID, Hash: hash, CreatedAt: fromMicros(created.Int64),
+		ExpiresAt: fromMicros(expires.Int64), Attempts: int(attempts.Int64)}
+	if consumed.Valid {
+		t := fromMicros(consumed.Int64)
+		p.ConsumedAt = &t
+	}
+	return u, p, nil
+}
+
+// prefixed qualifies every column of a comma-separated list with a table alias.
+func prefixed(alias, columns string) string {
+	return alias + strings.ReplaceAll(columns, ", ", ", "+alias)
 }
 
 // ConsumePIN marks the PIN used in one conditional UPDATE: of any number of

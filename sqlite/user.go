@@ -10,11 +10,13 @@ const userColumns = `id, service_id, id_in_service, phone, phone_type, created_a
 
 type scanner interface{ Scan(dest ...any) error }
 
-func scanUser(row scanner) (*verity.User, error) {
+// scanUser scans userColumns and then extra.
+func scanUser(row scanner, extra ...any) (*verity.User, error) {
 	u := &verity.User{}
 	var created, windowStart int64
-	if err := row.Scan(&u.ID, &u.ServiceID, &u.IDInService, &u.Phone, &u.PhoneType,
-		&created, &u.FailureCount, &windowStart, &u.LastMethod); err != nil {
+	dest := append([]any{&u.ID, &u.ServiceID, &u.IDInService, &u.Phone, &u.PhoneType,
+		&created, &u.FailureCount, &windowStart, &u.LastMethod}, extra...)
+	if err := row.Scan(dest...); err != nil {
 		return nil, err
 	}
 	u.CreatedAt = fromMicros(created)

@@ -48,6 +48,27 @@ func testPINs(t *testing.T, open Open) {
 		if diff := cmp.Diff(second, got); diff != "" {
 			t.Fatalf("PendingPIN mismatch (-want +got):\n%s", diff)
 		}
+		u, withPIN, err := f.store.UserWithPIN(ctx, f.service.ID, f.user.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(second, withPIN); diff != "" {
+			t.Fatalf("UserWithPIN's PIN mismatch (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff(f.user, u); diff != "" {
+			t.Fatalf("UserWithPIN's user mismatch (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("a user without PINs reads back with none, and only through its service", func(t *testing.T) {
+		f := newFixture(t, open)
+		u, p, err := f.store.UserWithPIN(ctx, f.service.ID, f.user.ID)
+		if err != nil || p != nil || u.ID != f.user.ID {
+			t.Fatalf("UserWithPIN = %v, %v, %v; want the user and no PIN", u, p, err)
+		}
+		other := mustService(t, f.store, f.account, "Other")
+		_, _, err = f.store.UserWithPIN(ctx, other.ID, f.user.ID)
+		wantCode(t, "UserWithPIN(other service)", err, verity.ENOTFOUND)
 	})
 
 	t.Run("a second send inside the resend interval is refused with the history", func(t *testing.T) {
