@@ -11,11 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// isPostgres reports whether dsn names a PostgreSQL database.
-func isPostgres(dsn string) bool {
-	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
-}
-
 // pgAdmin creates and drops the benchmark's throwaway databases through
 // the maintenance database the -postgres-url names.
 type pgAdmin struct {

@@ -13,8 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/verityhq/verity"
-	"github.com/verityhq/verity/postgres"
-	"github.com/verityhq/verity/sqlite"
+	"github.com/verityhq/verity/internal/storeopen"
 )
 
 // storeRate is one storage workload's result.
@@ -69,26 +68,7 @@ func probeFsync(dir string) (latencySummary, error) {
 
 // openStore opens and migrates a store of the benchmark's backend.
 func openStore(ctx context.Context, dsn string) (verity.Store, error) {
-	if isPostgres(dsn) {
-		db, err := postgres.Open(ctx, dsn, postgres.Options{})
-		if err != nil {
-			return nil, err
-		}
-		if err := db.Migrate(ctx); err != nil {
-			db.Close()
-			return nil, err
-		}
-		return db, nil
-	}
-	db, err := sqlite.Open(dsn)
-	if err != nil {
-		return nil, err
-	}
-	if err := db.Migrate(ctx); err != nil {
-		db.Close()
-		return nil, err
-	}
-	return db, nil
+	return storeopen.Open(ctx, dsn)
 }
 
 // storeBench holds the fixture of the storage ceiling.
@@ -108,7 +88,7 @@ const unlimited = 1 << 30
 // measureStorage runs the storage ceiling on a fresh store at dsn.
 func measureStorage(ctx context.Context, dsn string, users, wrong, conns int, d time.Duration) (storageResult, error) {
 	res := storageResult{Backend: "sqlite", Concurrency: conns, Users: users}
-	if isPostgres(dsn) {
+	if storeopen.IsPostgres(dsn) {
 		res.Backend = "postgres"
 	}
 	store, err := openStore(ctx, dsn)

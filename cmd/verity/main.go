@@ -9,15 +9,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
 	"github.com/verityhq/verity"
 	"github.com/verityhq/verity/app"
-	"github.com/verityhq/verity/postgres"
+	"github.com/verityhq/verity/internal/storeopen"
 	"github.com/verityhq/verity/secretbox"
-	"github.com/verityhq/verity/sqlite"
 )
 
 // cli is the whole command line; every flag has a VERITY_… environment twin.
@@ -77,28 +75,7 @@ func (f *dbFlags) openStore(ctx context.Context) (verity.Store, error) {
 // openDatabase opens and migrates a database named by a SQLite path or a
 // postgres:// URL.
 func openDatabase(ctx context.Context, dsn string) (verity.Store, error) {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		// Pool size and statement mode come from the URL (pool_max_conns,
-		// default_query_exec_mode=cache_describe behind PgBouncer).
-		db, err := postgres.Open(ctx, dsn, postgres.Options{})
-		if err != nil {
-			return nil, err
-		}
-		if err := db.Migrate(ctx); err != nil {
-			db.Close()
-			return nil, err
-		}
-		return db, nil
-	}
-	db, err := sqlite.Open(dsn)
-	if err != nil {
-		return nil, err
-	}
-	if err := db.Migrate(ctx); err != nil {
-		db.Close()
-		return nil, err
-	}
-	return db, nil
+	return storeopen.Open(ctx, dsn)
 }
 
 // loadKeys reads the server secret; the default file is generated on first use.
