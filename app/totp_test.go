@@ -281,23 +281,37 @@ func TestAuthenticatorVerification(t *testing.T) {
 	})
 }
 
-func TestSeedsAtRest(t *testing.T) {
-	e := newEnv(t)
-	type enrolledUser struct {
-		user *verity.User
-		seed []byte
-	}
+type enrolledUser struct {
+	user *verity.User
+	seed []byte
+}
+
+// enrolThree enrols and activates apps for three new users.
+func enrolThree(t *testing.T, e *env) []enrolledUser {
+	t.Helper()
 	var users []enrolledUser
 	for _, name := range []string{"u1", "u2", "u3"} {
 		u, seed, _ := enrolled(t, e, name)
 		users = append(users, enrolledUser{u, seed})
 	}
+	return users
+}
 
-	t.Run("the database file holds no seed, raw or base32", func(t *testing.T) {
-		e.db.Close() // flush the WAL into the file
-		dump, err := os.ReadFile(e.dbPath)
-		if err != nil {
-			t.Fatal(err)
+func TestSeedsAtRest(t *testing.T) {
+	e := newEnv(t)
+	users := enrolThree(t, e)
+
+	t.Run("the database files hold no seed, raw or base32", func(t *testing.T) {
+		var dump []byte
+		for _, suffix := range []string{"", "-wal"} { // the WAL too, whatever was checkpointed
+			b, err := os.ReadFile(e.dbPath + suffix)
+			if err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+			dump = append(dump, b...)
+		}
+		if len(dump) == 0 {
+			t.Fatal("no database file to inspect")
 		}
 		for _, u := range users {
 			b32 := base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(u.seed)
@@ -311,15 +325,7 @@ func TestSeedsAtRest(t *testing.T) {
 func TestKeyRotationKeepsEveryFactorWorking(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	type enrolledUser struct {
-		user *verity.User
-		seed []byte
-	}
-	var users []enrolledUser
-	for _, name := range []string{"u1", "u2", "u3"} {
-		u, seed, _ := enrolled(t, e, name)
-		users = append(users, enrolledUser{u, seed})
-	}
+	users := enrolThree(t, e)
 	oldKey := e.seeds.Keyring().Primary()
 	newKey, err := e.seeds.Rotate()
 	if err != nil {
