@@ -63,7 +63,7 @@ func (db *DB) exec(ctx context.Context, query string, args ...any) error {
 // execCount runs one write statement and returns how many rows it changed.
 func (db *DB) execCount(ctx context.Context, query string, args ...any) (int64, error) {
 	var n int64
-	err := db.q.write(ctx, func(tx *wtx) error {
+	err := db.q.writeStatement(ctx, func(tx *wtx) error {
 		res, err := tx.Exec(query, args...)
 		if err != nil {
 			return err

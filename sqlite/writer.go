@@ -59,6 +59,9 @@ type writeOp struct {
 	ctx  context.Context
 	fn   func(tx *wtx) error
 	done chan error
+	// single marks fn as exactly one statement: SQLite undoes a failed
+	// statement by itself, so it needs no savepoint of its own.
+	single bool
 }
 
 // writeQueue runs writes in group commits on one connection.
@@ -99,7 +102,16 @@ func (q *writeQueue) stmt(ctx context.Context, query string) (*sql.Stmt, error) 
 // write runs fn in a transaction shared with other writes and returns once
 // its effects are committed (or undone).
 func (q *writeQueue) write(ctx context.Context, fn func(tx *wtx) error) error {
-	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	return q.submit(&writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)})
+}
+
+// writeStatement is write for a fn that runs exactly one statement.
+func (q *writeQueue) writeStatement(ctx context.Context, fn func(tx *wtx) error) error {
+	return q.submit(&writeOp{ctx: ctx, fn: fn, done: make(chan error, 1), single: true})
+}
+
+func (q *writeQueue) submit(op *writeOp) error {
+	ctx := op.ctx
 	q.mu.RLock()
 	if q.closed {
 		q.mu.RUnlock()
@@ -190,6 +202,9 @@ func (q *writeQueue) runInSavepoint(op *writeOp) error {
 	// The op's own context could end mid-statement and abort the batch's
 	// transaction in SQLite; statements run to completion instead.
 	tx := &wtx{ctx: context.WithoutCancel(op.ctx), q: q}
+	if op.single {
+		return op.fn(tx)
+	}
 	if _, err := tx.Exec("SAVEPOINT w"); err != nil {
 		return err
 	}
