@@ -129,6 +129,25 @@ func TestServe(t *testing.T) {
 	})
 }
 
+func TestProfilerListener(t *testing.T) {
+	s := startServer(t, t.TempDir(), "--dev", "--dev-sink", "discard", "--debug-addr", "127.0.0.1:0")
+	m := regexp.MustCompile(`"msg":"profiler listening","addr":"([^"]+)"`).FindStringSubmatch(s.Stderr())
+	if m == nil {
+		t.Fatalf("no profiler address logged:\n%s", s.Stderr())
+	}
+	resp, err := http.Get("http://" + m[1] + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("profiler index = %d, want 200", resp.StatusCode)
+	}
+	if status, _ := call(t, http.DefaultClient, s.URL, "", "GET", "/debug/pprof/", nil); status != 404 {
+		t.Fatalf("the API address serves the profiler (status %d), want 404", status)
+	}
+}
+
 // logLinesOnly keeps the JSON log lines: the dev banner and the dev SMS
 // sink (which prints PINs by design) are not logs.
 func logLinesOnly(s string) string {

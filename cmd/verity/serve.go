@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -30,6 +31,7 @@ type serveCmd struct {
 	DevSink               string        `name:"dev-sink" enum:"log,discard" default:"log" env:"VERITY_DEV_SINK" help:"With --dev and no webhook: log (print messages, keep the last 100 for /dev/messages) or discard (drop them; for benchmarks)."`
 	LogFormat             string        `name:"log-format" enum:"json,text," default:"" env:"VERITY_LOG_FORMAT" help:"json or text (default: json, text with --dev)."`
 	LogLevel              string        `name:"log-level" enum:"debug,info,warn,error" default:"info" env:"VERITY_LOG_LEVEL" help:"Lowest level logged: debug, info (one line per request), warn or error."`
+	DebugAddr             string        `name:"debug-addr" env:"VERITY_DEBUG_ADDR" help:"Address of a second listener serving Go's profiler at /debug/pprof/ (off when empty; keep it on localhost)."`
 	ShutdownTimeout       time.Duration `name:"shutdown-timeout" default:"20s" env:"VERITY_SHUTDOWN_TIMEOUT" help:"How long in-flight requests may finish on SIGINT/SIGTERM."`
 	JanitorInterval       time.Duration `name:"janitor-interval" default:"1m" env:"VERITY_JANITOR_INTERVAL" help:"How often expired PIN history is deleted."`
 	ReadHeaderTimeoutFlag time.Duration `name:"read-header-timeout" default:"5s" env:"VERITY_READ_HEADER_TIMEOUT" help:"HTTP server: time limit for request headers."`
@@ -84,6 +86,14 @@ func (c *serveCmd) Run(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	if c.DebugAddr != "" {
+		stopDebug, err := serveDebug(c.DebugAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
 	}
 
 	janitorCtx, stopJanitor := context.WithCancel(context.WithoutCancel(ctx))
@@ -162,4 +172,23 @@ func (c *serveCmd) announceDevAccount(ctx context.Context, a *app.App) error {
 	}
 	fmt.Fprintln(os.Stderr, "=================================================================")
 	return nil
+}
+
+// serveDebug serves the profiler on its own listener, apart from the API,
+// so that it is never reachable through the API's address.
+func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("debug listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	log.Info("profiler listening", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
 }
