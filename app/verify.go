@@ -280,13 +280,12 @@ func (a *App) checkPIN(ctx context.Context, user *verity.User, pin *verity.PIN, 
 }
 
 func (a *App) reclassify(ctx context.Context, user *verity.User, policy verity.Settings, now time.Time) (Checked, error) {
-	fresh, err := a.store.User(ctx, user.ServiceID, user.ID)
+	fresh, pin, err := a.store.UserWithPIN(ctx, user.ServiceID, user.ID)
 	if err != nil {
 		return Checked{}, notFound(err, "no such user")
 	}
-	pin, err := a.store.PendingPIN(ctx, user.ID)
-	if err != nil {
-		return Checked{}, notFound(err, "there is no pending verification for this user")
+	if pin == nil {
+		return Checked{}, verity.Errorf(verity.ENOTFOUND, "there is no pending verification for this user")
 	}
 	result := classify(pin, fresh, policy, now)
 	if result == "" {
