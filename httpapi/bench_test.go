@@ -99,6 +99,30 @@ func BenchmarkStart(b *testing.B) {
 	}
 }
 
+// pendingChecks gives b.N users a pending PIN each and returns the check
+// bodies: the right PIN, or a wrong one when right is false.
+func pendingChecks(b *testing.B, right bool) (e *env, auth, sid string, uids []string, bodies [][]byte) {
+	b.Helper()
+	e = newEnv(b)
+	mem := newMemSender()
+	e.sender.set(mem)
+	auth, sid, uids = benchUsers(b, e, b.N)
+	bodies = make([][]byte, b.N)
+	for i, uid := range uids {
+		rec := e.serve(auth, "POST", authPath(sid, uid), []byte(`{"method": "sms"}`))
+		if rec.Code != http.StatusOK {
+			b.Fatalf("start = %d %s", rec.Code, rec.Body)
+		}
+		r := checkResponse(b, "start", rec.Code, rec.Header(), rec.Body.Bytes())
+		pin := mem.pin(b, r.Body["auth_id"].(string))
+		if !right {
+			pin = wrongPIN(pin, 0)
+		}
+		bodies[i] = []byte(`{"token": "` + pin + `"}`)
+	}
+	return e, auth, sid, uids, bodies
+}
+
 // BenchmarkCheck measures PUT …/auth against users that each have a fresh
 // pending PIN, so that neither the once-only rule nor the try limits change
 // what is measured: "right PIN" consumes one PIN per iteration, "wrong PIN"
@@ -113,23 +137,7 @@ func BenchmarkCheck(b *testing.B) {
 		{"wrong PIN", false, `"result":"INVALID"`},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			e := newEnv(b)
-			mem := newMemSender()
-			e.sender.set(mem)
-			auth, sid, uids := benchUsers(b, e, b.N)
-			bodies := make([][]byte, b.N)
-			for i, uid := range uids {
-				rec := e.serve(auth, "POST", authPath(sid, uid), []byte(`{"method": "sms"}`))
-				if rec.Code != http.StatusOK {
-					b.Fatalf("start = %d %s", rec.Code, rec.Body)
-				}
-				r := checkResponse(b, "start", rec.Code, rec.Header(), rec.Body.Bytes())
-				pin := mem.pin(b, r.Body["auth_id"].(string))
-				if !tc.right {
-					pin = wrongPIN(pin, 0)
-				}
-				bodies[i] = []byte(`{"token": "` + pin + `"}`)
-			}
+			e, auth, sid, uids, bodies := pendingChecks(b, tc.right)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
@@ -146,16 +154,7 @@ func BenchmarkCheck(b *testing.B) {
 // GOMAXPROCS×4 concurrent callers, where SQLite's group commit shares one
 // fsync among many checks.
 func BenchmarkCheckParallel(b *testing.B) {
-	e := newEnv(b)
-	mem := newMemSender()
-	e.sender.set(mem)
-	auth, sid, uids := benchUsers(b, e, b.N)
-	bodies := make([][]byte, b.N)
-	for i, uid := range uids {
-		rec := e.serve(auth, "POST", authPath(sid, uid), []byte(`{"method": "sms"}`))
-		r := checkResponse(b, "start", rec.Code, rec.Header(), rec.Body.Bytes())
-		bodies[i] = []byte(`{"token": "` + mem.pin(b, r.Body["auth_id"].(string)) + `"}`)
-	}
+	e, auth, sid, uids, bodies := pendingChecks(b, true)
 	var next atomic.Int64
 	b.SetParallelism(4)
 	b.ReportAllocs()
