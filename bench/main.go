@@ -45,6 +45,7 @@ type config struct {
 	quick        bool
 	quietWait    time.Duration
 	retryNoisy   bool
+	serverFlags  []string
 }
 
 // allScenarios are the scenario names -scenarios accepts, in run order.
@@ -72,6 +73,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&cfg.openConns, "open-conns", 0, "open loop: keep-alive connections, so most requests in flight (default: -c); later slots queue in the generator, their wait counted in their latency")
 	fs.DurationVar(&cfg.quietWait, "quiet", 5*time.Second, "before each measurement, wait up to this long for other processes to leave the CPUs idle")
 	fs.BoolVar(&cfg.retryNoisy, "retry-noisy", true, "measure again, once, each row during which other processes kept more than 0.3 cores busy, and keep the quieter run")
+	serverFlags := fs.String("server-flags", "", "extra flags for every `verity serve` the benchmark starts, space-separated (e.g. \"--debug-addr 127.0.0.1:6061\" to take a CPU profile while a scenario runs)")
 	fs.StringVar(&cfg.out, "out", "bench-results.json", "JSON results file")
 	fs.BoolVar(&cfg.quick, "quick", false, "short phases (1.5 s closed, 1.5 s open, 1 s storage) unless set explicitly")
 	if err := fs.Parse(args); err != nil {
@@ -92,6 +94,7 @@ func parseFlags(args []string) (*config, error) {
 	if cfg.openConns == 0 {
 		cfg.openConns = cfg.conns
 	}
+	cfg.serverFlags = strings.Fields(*serverFlags)
 	for _, s := range strings.Split(*scenarios, ",") {
 		s = strings.TrimSpace(s)
 		if s == "" {

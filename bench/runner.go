@@ -152,6 +152,7 @@ func (r *runner) startVerity(ctx context.Context, name, dataDir, dbURL string, w
 	} else {
 		args = append(args, "--dev-sink", "discard")
 	}
+	args = append(args, r.cfg.serverFlags...)
 	p, err := startProcess(ctx, "verity ("+name+")", r.bin, addr, args...)
 	if err != nil {
 		return nil, err
