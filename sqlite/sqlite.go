@@ -45,17 +45,52 @@ type DB struct {
 
 var _ verity.Store = (*DB)(nil)
 
-// Open opens (creating if missing) the database file at path. Call Migrate
-// before use.
-func Open(path string) (*DB, error) {
+// Sync says what an acknowledged write survives.
+type Sync string
+
+const (
+	// SyncFull (the default) fsyncs the WAL before every commit returns: an
+	// acknowledged write survives a crash of the process, of the operating
+	// system and a power loss.
+	SyncFull Sync = "full"
+	// SyncNormal writes the WAL before a commit returns and fsyncs it only at
+	// checkpoints: an acknowledged write survives a crash (or SIGKILL) of the
+	// process, because the operating system already holds it, but the last
+	// commits before an operating-system crash or a power loss can be lost —
+	// a used PIN could then verify once more, a counted try be forgotten.
+	// Opt-in (serve --sqlite-sync normal) for faster, lower-latency commits.
+	SyncNormal Sync = "normal"
+)
+
+// Options tune how the file is opened; the zero value is the safe default.
+type Options struct {
+	Sync Sync // "" means SyncFull
+}
+
+// Open opens (creating if missing) the database file at path with the
+// default, fully durable options. Call Migrate before use.
+func Open(path string) (*DB, error) { return OpenWith(path, Options{}) }
+
+// OpenWith is Open with options.
+func OpenWith(path string, opts Options) (*DB, error) {
+	var synchronous string
+	switch opts.Sync {
+	case "", SyncFull:
+		synchronous = "FULL"
+	case SyncNormal:
+		synchronous = "NORMAL"
+	default:
+		return nil, fmt.Errorf("sqlite: sync must be %q or %q, not %q", SyncFull, SyncNormal, opts.Sync)
+	}
 	// secure_delete: freed pages and the WAL must not keep old PIN hashes.
-	// synchronous=FULL: an acknowledged PIN or counted attempt survives power loss.
+	// synchronous: see Sync. In WAL mode both settings keep the database
+	// consistent after any crash; they differ in what is durable.
 	// wal_autocheckpoint=0: checkpoints run beside the writer (see checkpointer),
 	// not inside whichever commit crosses the threshold.
 	pragmas := url.Values{}
 	for _, p := range []string{
 		"busy_timeout(10000)", "journal_mode(WAL)", "foreign_keys(1)",
-		"secure_delete(1)", "synchronous(FULL)", "wal_autocheckpoint(0)",
+		"secure_delete(1)", "synchronous(" + synchronous + ")", "wal_autocheckpoint(0)",
 		"journal_size_limit(67108864)",
 	} {
 		pragmas.Add("_pragma", p)

@@ -16,6 +16,7 @@ import (
 	"github.com/verityhq/verity/app"
 	"github.com/verityhq/verity/internal/storeopen"
 	"github.com/verityhq/verity/secretbox"
+	"github.com/verityhq/verity/sqlite"
 )
 
 // cli is the whole command line; every flag has a VERITY_… environment twin.
@@ -32,6 +33,7 @@ type dbFlags struct {
 	DataDir       string `name:"data-dir" default:"verity-data" env:"VERITY_DATA_DIR" help:"Folder for the default database and generated secret key (created if missing)."`
 	DB            string `name:"db" env:"VERITY_DB" help:"SQLite file path (default: <data-dir>/verity.db). A postgres:// URL selects PostgreSQL."`
 	SecretKeyFile string `name:"secret-key-file" env:"VERITY_SECRET_KEY_FILE" help:"File with the hex server secret (default: <data-dir>/secret.key, generated on first start with mode 0600)."`
+	SQLiteSync    string `name:"sqlite-sync" default:"full" enum:"full,normal" env:"VERITY_SQLITE_SYNC" help:"SQLite durability: full (default) fsyncs every commit, so an acknowledged write survives power loss; normal survives a crash of the Verity process but may lose the last commits on power loss or an OS crash, for faster commits. See docs/durability.md."`
 	SeedKeysFile  string `name:"seed-keys-file" env:"VERITY_SEED_KEYS_FILE" help:"JSON keyring that encrypts authenticator seeds (default: <data-dir>/seed-keys.json, generated on first start with mode 0600)."`
 }
 
@@ -69,7 +71,7 @@ func (f *dbFlags) openStore(ctx context.Context) (verity.Store, error) {
 		}
 		dsn = filepath.Join(f.DataDir, "verity.db")
 	}
-	return openDatabase(ctx, dsn)
+	return storeopen.OpenWith(ctx, dsn, storeopen.Options{SQLite: sqlite.Options{Sync: sqlite.Sync(f.SQLiteSync)}})
 }
 
 // openDatabase opens and migrates a database named by a SQLite path or a

@@ -23,10 +23,20 @@ type migratable interface {
 	Migrate(ctx context.Context) error
 }
 
-// Open opens and migrates the database dsn names. PostgreSQL pool size and
+// Options are the settings of the embedded database that a URL cannot carry.
+type Options struct {
+	SQLite sqlite.Options // ignored for PostgreSQL
+}
+
+// Open opens and migrates the database dsn names, with default options.
+func Open(ctx context.Context, dsn string) (verity.Store, error) {
+	return OpenWith(ctx, dsn, Options{})
+}
+
+// OpenWith opens and migrates the database dsn names. PostgreSQL pool size and
 // statement mode come from the URL (pool_max_conns;
 // default_query_exec_mode=cache_describe behind PgBouncer).
-func Open(ctx context.Context, dsn string) (verity.Store, error) {
+func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, error) {
 	var (
 		db  migratable
 		err error
@@ -34,7 +44,7 @@ func Open(ctx context.Context, dsn string) (verity.Store, error) {
 	if IsPostgres(dsn) {
 		db, err = postgres.Open(ctx, dsn, postgres.Options{})
 	} else {
-		db, err = sqlite.Open(dsn)
+		db, err = sqlite.OpenWith(dsn, opts.SQLite)
 	}
 	if err != nil {
 		return nil, err
