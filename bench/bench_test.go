@@ -113,6 +113,10 @@ func TestParseProcFiles(t *testing.T) {
 	if _, err := parseStatCPU([]byte("garbage")); err == nil {
 		t.Fatal("parseStatCPU(garbage) succeeded")
 	}
+	postmaster := []byte("77 (postgres) S 1 77 77 0 -1 4194560 1234 0 0 0 40 10 900 300 20 0 1 0 100 0 0\n")
+	if self, children, err := parseStatTimes(postmaster); err != nil || self != 50 || children != 1200 {
+		t.Fatalf("parseStatTimes = %d, %d, %v; want 50 (utime + stime) and 1200 (cutime + cstime)", self, children, err)
+	}
 	status := []byte("Name:\tverity\nVmPeak:\t  900 kB\nVmHWM:\t   35840 kB\nVmRSS:\t 30000 kB\n")
 	if got, err := parseVmHWM(status); err != nil || got != 35840<<10 {
 		t.Fatalf("parseVmHWM = %d, %v; want %d", got, err, 35840<<10)

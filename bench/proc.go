@@ -40,25 +40,34 @@ func cpuTicks(pid int) (int64, error) {
 	return parseStatCPU(b)
 }
 
-// parseStatCPU extracts utime+stime from the text of /proc/<pid>/stat. The
-// command name (field 2) is in parentheses and may hold spaces, so fields
-// are counted from the last ')'.
+// parseStatCPU extracts utime+stime from the text of /proc/<pid>/stat.
 func parseStatCPU(stat []byte) (int64, error) {
+	self, _, err := parseStatTimes(stat)
+	return self, err
+}
+
+// parseStatTimes extracts a process's own CPU time (utime+stime) and that
+// of its exited and reaped children (cutime+cstime) from the text of
+// /proc/<pid>/stat. The command name (field 2) is in parentheses and may
+// hold spaces, so fields are counted from the last ')'.
+func parseStatTimes(stat []byte) (self, children int64, err error) {
 	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc stat")
+		return 0, 0, fmt.Errorf("malformed /proc stat")
 	}
 	fields := strings.Fields(string(stat[i+1:]))
-	// fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(fields) < 13 {
-		return 0, fmt.Errorf("malformed /proc stat: %d fields", len(fields))
+	// fields[0] is field 3 (state); utime, stime, cutime and cstime are
+	// fields 14 to 17.
+	if len(fields) < 15 {
+		return 0, 0, fmt.Errorf("malformed /proc stat: %d fields", len(fields))
 	}
-	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
-	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("malformed /proc stat times")
+	var t [4]int64
+	for k := range t {
+		if t[k], err = strconv.ParseInt(fields[11+k], 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("malformed /proc stat times: %w", err)
+		}
 	}
-	return utime + stime, nil
+	return t[0] + t[1], t[2] + t[3], nil
 }
 
 // peakRSS returns a process's peak resident set size (VmHWM) in bytes.
@@ -152,17 +161,17 @@ func (m *cpuMeter) micros() float64 {
 	return float64(m.ticks) * 1e6 / float64(clockTicks)
 }
 
-// commandTicks returns the CPU ticks of every process whose command name
-// (the comm field of /proc/<pid>/stat) is comm, by pid.
-func commandTicks(comm string) map[int]int64 {
-	out := map[int]int64{}
+// commandTicks returns the CPU ticks used by every process whose command
+// name (the comm field of /proc/<pid>/stat) is comm, its reaped children
+// included.
+func commandTicks(comm string) int64 {
+	var sum int64
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return out
+		return 0
 	}
 	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
@@ -173,29 +182,27 @@ func commandTicks(comm string) map[int]int64 {
 		if open < 0 || end < open || string(b[open+1:end]) != comm {
 			continue
 		}
-		if t, err := parseStatCPU(b); err == nil {
-			out[pid] = t
+		if self, children, err := parseStatTimes(b); err == nil {
+			sum += self + children
 		}
 	}
-	return out
+	return sum
 }
 
 // groupMeter accumulates the CPU time of every process with one command
-// name (PostgreSQL's backends) over the measured segments. A process that
-// exits during a segment loses that segment's share; one that starts
-// during it counts whole.
+// name (PostgreSQL's) over the measured segments. It compares totals that
+// include reaped children's time: a backend that exits during a segment (as
+// pgbench's 64 do when it ends) leaves its whole time in the postmaster's
+// cutime, so the difference still counts exactly its share, where summing
+// the living processes would lose it.
 type groupMeter struct {
 	comm  string
-	start map[int]int64
+	start int64
 	ticks int64
 }
 
 func (m *groupMeter) begin() { m.start = commandTicks(m.comm) }
 
-func (m *groupMeter) end() {
-	for pid, t := range commandTicks(m.comm) {
-		m.ticks += t - m.start[pid]
-	}
-}
+func (m *groupMeter) end() { m.ticks += commandTicks(m.comm) - m.start }
 
 func (m *groupMeter) micros() float64 { return float64(m.ticks) * 1e6 / float64(clockTicks) }
