@@ -3,6 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -300,5 +303,120 @@ func TestStartTargeterUsesEachUserOncePerResendInterval(t *testing.T) {
 	}
 	if strings.Join(seeded, ",") != "a,b,c" {
 		t.Fatalf("the scenario changed the seeded ids: %v", seeded)
+	}
+}
+
+func TestParsePgbenchOutput(t *testing.T) {
+	pg15 := `pgbench (15.20 (Debian 15.20-0+deb12u1))
+transaction type: /tmp/verity-bench-1/pgbench-update.sql
+scaling factor: 1
+query mode: prepared
+number of clients: 64
+number of threads: 2
+maximum number of tries: 1
+duration: 5 s
+number of transactions actually processed: 19512
+number of failed transactions: 0 (0.000%)
+latency average = 16.390 ms
+initial connection time = 61.287 ms
+tps = 3904.866012 (without initial connection time)
+`
+	f, err := parsePgbenchOutput(pg15)
+	if err != nil || f.tps != 3904.866012 || f.latencyAvgMs != 16.39 || f.transactions != 19512 || f.failed != 0 {
+		t.Fatalf("parsePgbenchOutput(PostgreSQL 15) = %+v, %v; want tps 3904.866012, latency 16.39 ms, 19512 transactions", f, err)
+	}
+	// Before PostgreSQL 14: an "including" line first, then the one to keep.
+	pg13 := `transaction type: update.sql
+number of transactions actually processed: 6310
+latency average = 15.844 ms
+tps = 631.115837 (including connections establishing)
+tps = 631.281085 (excluding connections establishing)
+`
+	if f, err := parsePgbenchOutput(pg13); err != nil || f.tps != 631.281085 || f.latencyAvgMs != 15.844 {
+		t.Fatalf("parsePgbenchOutput(PostgreSQL 13) = %+v, %v; want the excluding line's 631.281085", f, err)
+	}
+	if f, err := parsePgbenchOutput("tps = 12.5 (without initial connection time)\n"); err != nil || f.tps != 12.5 || f.latencyAvgMs != 0 {
+		t.Fatalf("parsePgbenchOutput(tps only) = %+v, %v; want tps 12.5 and no latency", f, err)
+	}
+	for _, bad := range []string{
+		"",
+		"pgbench: error: connection to server failed: FATAL:  sorry, too many clients already\n",
+		"tps = 631.115837 (including connections establishing)\n",
+		"tps = fast (without initial connection time)\n",
+	} {
+		if f, err := parsePgbenchOutput(bad); err == nil {
+			t.Errorf("parsePgbenchOutput(%q) = %+v, want an error", bad, f)
+		}
+	}
+}
+
+func TestPgbenchShareLine(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pct  float64
+		want string
+	}{
+		{"check", 45.4, "- check = 45 % of pgbench's single-row-update rate at 64 clients (target ≥ 60 %: not met)\n"},
+		{"totp", 60, "- totp = 60 % of pgbench's single-row-update rate at 64 clients (target ≥ 60 %: met)\n"},
+		{"create", 98, "- create = 98 % of pgbench's single-row-update rate at 64 clients\n"},
+	} {
+		if got := pgbenchShareLine(tc.name, tc.pct, 64); got != tc.want {
+			t.Errorf("pgbenchShareLine(%s, %v) = %q, want %q", tc.name, tc.pct, got, tc.want)
+		}
+	}
+}
+
+// TestPgbenchCeilingRuns runs the real pgbench for a second against
+// VERITY_TEST_POSTGRES_URL, when both are there.
+func TestPgbenchCeilingRuns(t *testing.T) {
+	base := os.Getenv("VERITY_TEST_POSTGRES_URL")
+	if base == "" {
+		t.Skip("VERITY_TEST_POSTGRES_URL not set: the pgbench run is skipped")
+	}
+	bin, err := exec.LookPath("pgbench")
+	if err != nil {
+		t.Skip("pgbench not installed: the pgbench run is skipped")
+	}
+	pg, err := newPGAdmin(t.Context(), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := pg.dropAll(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	c := newPgbenchCeiling(bin, 100, 4, time.Second)
+	if err := c.prepare(t.Context(), pg, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.run(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TPS <= 0 || res.Transactions == 0 || res.Clients != 4 || res.DurationSeconds != 1 || !strings.Contains(res.Command, "-M prepared -c 4") {
+		t.Fatalf("pgbench run = %+v; want transactions at 4 clients for 1 s", res)
+	}
+	t.Logf("pgbench: %.0f tps, latency average %.2f ms, PostgreSQL %.0f µs CPU/tx, %s", res.TPS, res.LatencyAvgMs, res.PostgresCPUPerTx, res.Command)
+}
+
+func TestPgbenchCeilingSkipsWithoutPgbench(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	cfg, err := parseFlags([]string{"-db", "postgres"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &runner{cfg: cfg, results: newResults(cfg)}
+	if err := r.measurePgbenchCeiling(t.Context()); err != nil {
+		t.Fatalf("a missing pgbench failed the run: %v", err)
+	}
+	r.results.add(scenarioResult{Name: "check", Peak: 1000})
+	r.results.finish()
+	md := r.results.markdown()
+	if pb := r.results.Pgbench; pb == nil || pb.Skipped == "" || pb.TPS != 0 || r.results.Scenarios[0].PctPgbench != nil {
+		t.Fatalf("without pgbench: %+v, check %+v; want a skipped ceiling and no ratio", pb, r.results.Scenarios[0])
+	}
+	if !strings.Contains(md, "| pgbench single-row update (64 clients) | skipped: pgbench is not installed") || !strings.Contains(md, "- pgbench ceiling skipped:") {
+		t.Fatalf("the report does not say pgbench was skipped:\n%s", md)
 	}
 }

@@ -92,20 +92,32 @@ func (r *runner) remeasureNoisyHTTPCeiling(ctx context.Context) error {
 	return nil
 }
 
-// measureCeilings measures the HTTP ceiling and the storage ceiling.
+// measureCeilings measures the HTTP ceiling, the storage ceiling and,
+// with PostgreSQL, the pgbench ceiling.
 func (r *runner) measureCeilings(ctx context.Context) error {
 	res, err := r.measureHTTPCeiling(ctx)
 	if err != nil {
 		return err
 	}
 	r.results.HTTPCeiling = &res
+	if err := r.measureStorageCeiling(ctx); err != nil {
+		return err
+	}
+	if r.pg != nil {
+		return r.measurePgbenchCeiling(ctx)
+	}
+	return nil
+}
 
+// measureStorageCeiling measures the store's check writes in-process.
+func (r *runner) measureStorageCeiling(ctx context.Context) error {
 	logf("storage ceiling (%s, %d users)", r.cfg.db, min(r.cfg.pool, storageUsers))
 	waitQuiet(ctx, r.cfg.quietWait)
 	dir := filepath.Join(r.tmp, "storage")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	var err error
 	pgURL := ""
 	if r.pg != nil {
 		if pgURL, err = r.pg.create(ctx, "store", ""); err != nil {

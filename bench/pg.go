@@ -28,15 +28,23 @@ func newPGAdmin(ctx context.Context, maintenanceURL string) (*pgAdmin, error) {
 }
 
 func (a *pgAdmin) exec(ctx context.Context, sql string) error {
+	return execDB(ctx, a.url, sql)
+}
+
+// execDB runs statements one by one, each on its own (no transaction
+// around them, so VACUUM works), on one connection to dbURL.
+func execDB(ctx context.Context, dbURL string, statements ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, a.url)
+	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, sql); err != nil {
-		return fmt.Errorf("postgres: %s: %w", sql, err)
+	for _, sql := range statements {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("postgres: %s: %w", sql, err)
+		}
 	}
 	return nil
 }

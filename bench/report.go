@@ -54,6 +54,7 @@ type scenarioResult struct {
 	UsersPerSec   float64   `json:"users_per_sec,omitempty"`
 	PctHTTP       float64   `json:"pct_of_http_ceiling"`
 	PctStorage    float64   `json:"pct_of_storage_ceiling"`
+	PctPgbench    *float64  `json:"pct_of_pgbench,omitempty"` // PostgreSQL, when pgbench ran
 	Closed        phaseJSON `json:"closed_loop"`
 	Open          phaseJSON `json:"open_loop"`
 	CPUPerOp      float64   `json:"server_cpu_us_per_op"`
@@ -100,6 +101,7 @@ type results struct {
 	Seed        seedInfo         `json:"seed"`
 	HTTPCeiling *scenarioResult  `json:"http_ceiling"`
 	Storage     *storageResult   `json:"storage_ceiling"`
+	Pgbench     *pgbenchResult   `json:"pgbench,omitempty"` // PostgreSQL only
 	Scenarios   []scenarioResult `json:"scenarios"`
 }
 
@@ -124,7 +126,7 @@ func newResults(cfg *config) results {
 // add appends a row.
 func (r *results) add(s scenarioResult) { r.Scenarios = append(r.Scenarios, s) }
 
-// finish computes every row's share of the two ceilings.
+// finish computes every row's share of the ceilings.
 func (r *results) finish() {
 	for i := range r.Scenarios {
 		s := &r.Scenarios[i]
@@ -138,6 +140,17 @@ func (r *results) finish() {
 	if r.HTTPCeiling != nil && r.Storage != nil {
 		r.HTTPCeiling.PctHTTP = 100
 		r.HTTPCeiling.PctStorage = 100 * ratio(r.HTTPCeiling.Peak, r.Storage.CheckMix.OpsPerSec)
+	}
+	if pb := r.Pgbench; pb != nil && pb.TPS > 0 {
+		for i := range r.Scenarios {
+			if s := &r.Scenarios[i]; s.Peak > 0 {
+				pct := 100 * s.Peak / pb.TPS
+				s.PctPgbench = &pct
+			}
+		}
+		if r.Storage != nil {
+			pb.PctStorage = 100 * ratio(pb.TPS, r.Storage.CheckMix.OpsPerSec)
+		}
 	}
 }
 
@@ -184,6 +197,9 @@ func (r *results) markdown() string {
 		fmt.Fprintf(&b, "| storage ceiling (%s, in-process, closed loop) | %s | | 100%% | %.2f | %.2f | %.2f | %.2f | | | %d |\n",
 			st.Backend, num(st.CheckMix.OpsPerSec), l.P50, l.P90, l.P99, l.P999, st.CheckMix.Errors)
 	}
+	if pb := r.Pgbench; pb != nil {
+		b.WriteString(pb.markdownRow())
+	}
 	b.WriteString("\nLatencies are from the open loop at " + fmt.Sprint(r.Config["open_fraction"]) +
 		" × each row's peak, measured from each request's scheduled send time; the storage row's are per store call under the closed loop. " +
 		"CPU µs/op is the server process's user+system time over both measured phases divided by their requests.\n\n")
@@ -192,6 +208,14 @@ func (r *results) markdown() string {
 			"check mix with the read a check makes first (user with pending PIN) %s/s; 4 KiB write + fsync in the data folder p50 %.2f ms, p99 %.2f ms%s\n",
 			st.Backend, st.Users, st.Concurrency, num(st.Consume.OpsPerSec), num(st.FailedTry.OpsPerSec),
 			num(st.CheckMix.OpsPerSec), num(st.FullCheck.OpsPerSec), st.Fsync.P50, st.Fsync.P99, noteSuffix(st.Note))
+	}
+	if pb := r.Pgbench; pb != nil {
+		b.WriteString(pb.markdownNote())
+		for _, s := range r.Scenarios {
+			if s.PctPgbench != nil {
+				b.WriteString(pgbenchShareLine(s.Name, *s.PctPgbench, pb.Clients))
+			}
+		}
 	}
 	fmt.Fprintf(&b, "- seed: %d users in %.1f s via %s%s\n", r.Seed.Users, r.Seed.Seconds, r.Seed.Method, noteSuffix(r.Seed.Error))
 	for _, s := range rows {

@@ -20,6 +20,7 @@ type runner struct {
 	bin     string // the built verity binary
 	pg      *pgAdmin
 	capture *capture
+	pgbench *pgbenchCeiling // prepared pgbench ceiling, for a noisy-run retry
 
 	seedDir string // data dir of the seeded template
 	seedDB  string // postgres: the seeded template database
@@ -78,6 +79,9 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	if r.cfg.retryNoisy {
 		if err := r.remeasureNoisyHTTPCeiling(ctx); err != nil {
+			return err
+		}
+		if err := r.remeasureNoisyPgbench(ctx); err != nil {
 			return err
 		}
 	}
