@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"net/http"
+	"sync"
 
 	"github.com/verityhq/verity"
 	"github.com/verityhq/verity/app"
@@ -56,7 +58,30 @@ func (s *Server) checkAuth(w http.ResponseWriter, r *http.Request, acct *verity.
 		Error(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, struct {
+	body, err := checkBody(res)
+	if err != nil {
+		Error(w, r, err)
+		return
+	}
+	writeJSONBytes(w, http.StatusOK, body)
+}
+
+// checkBodies holds the encoded answer of each (method, verified, result)
+// seen: the set is small and fixed, and a check is the hottest request, so
+// each body is encoded once instead of per request.
+var checkBodies sync.Map // checkKey → []byte
+
+type checkKey struct {
+	method, result string
+	verified       bool
+}
+
+func checkBody(res app.Checked) ([]byte, error) {
+	key := checkKey{res.Method, res.Result, res.Verified}
+	if b, ok := checkBodies.Load(key); ok {
+		return b.([]byte), nil
+	}
+	b, err := json.Marshal(struct {
 		Method   string          `json:"method"`
 		Verified bool            `json:"verified"`
 		Status   checkStatusJSON `json:"status"`
@@ -70,4 +95,10 @@ func (s *Server) checkAuth(w http.ResponseWriter, r *http.Request, acct *verity.
 			Result:    res.Result,
 		},
 	})
+	if err != nil { // strings and bools only: cannot fail
+		return nil, err
+	}
+	b = append(b, '\n') // as json.Encoder writes it
+	checkBodies.Store(key, b)
+	return b, nil
 }

@@ -29,6 +29,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(buf.Bytes())
 }
 
+// writeJSONBytes writes an already encoded JSON body.
+func writeJSONBytes(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
 // decodeJSON reads the request body as one JSON object into v. Unknown
 // fields are tolerated: Verigator clients send fields (auth_id, method) that
 // some endpoints do not use.

@@ -15,15 +15,23 @@ import (
 
 type ctxKey int
 
-const (
-	loggerKey ctxKey = iota
-	routeKey
-)
+const requestKey ctxKey = iota
+
+// requestInfo is what the middleware keeps for one request: its id, the
+// base logger, and the route pattern the mux matched (filled in by the
+// route: the mux works on a copy of the request).
+type requestInfo struct {
+	log   *slog.Logger
+	id    string
+	route string
+}
 
 // loggerFrom returns the request's logger, which carries its request id.
+// It is built only when something is logged: most requests log nothing
+// below the access line, and slog's With pre-formats its attributes.
 func loggerFrom(ctx context.Context) *slog.Logger {
-	if l, ok := ctx.Value(loggerKey).(*slog.Logger); ok {
-		return l
+	if info, ok := ctx.Value(requestKey).(*requestInfo); ok {
+		return info.log.With("request_id", info.id)
 	}
 	return slog.Default()
 }
@@ -60,13 +68,14 @@ func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
 			id = newRequestID()
 		}
 		w.Header().Set("X-Request-Id", id)
-		l := log.With("request_id", id)
 		rec := &statusRecorder{ResponseWriter: w}
-		route := new(string) // filled in by the matched route: the mux works on a copy of r
-		ctx := context.WithValue(context.WithValue(r.Context(), loggerKey, l), routeKey, route)
-		next.ServeHTTP(rec, r.WithContext(ctx))
-		l.Info("request", "method", r.Method, "route", *route, "status", rec.status,
-			"duration_ms", float64(time.Since(start).Microseconds())/1000)
+		info := &requestInfo{log: log, id: id}
+		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), requestKey, info)))
+		if log.Enabled(r.Context(), slog.LevelInfo) {
+			log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("request_id", id),
+				slog.String("method", r.Method), slog.String("route", info.route), slog.Int("status", rec.status),
+				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000))
+		}
 	})
 }
 

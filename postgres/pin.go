@@ -116,6 +116,13 @@ func (db *DB) PendingPIN(ctx context.Context, userID string) (*verity.PIN, error
 	return p, nil
 }
 
+// userWithPINQuery is built once, not per check.
+var userWithPINQuery = `
+		SELECT ` + prefixed("u.", userColumns) + `, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at
+		FROM users u LEFT JOIN LATERAL (
+		  SELECT * FROM pins WHERE user_id = u.id ORDER BY seq DESC LIMIT 1) p ON true
+		WHERE u.id = $1 AND u.service_id = $2`
+
 // UserWithPIN reads the user and its newest PIN in one statement.
 func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.User, *verity.PIN, error) {
 	const op = "postgres.UserWithPIN"
@@ -131,11 +138,7 @@ func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.Us
 		attempts         *int
 		consumed         *time.Time
 	)
-	u, err := scanUser(db.pool.QueryRow(ctx, `
-		SELECT `+prefixed("u.", userColumns)+`, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at
-		FROM users u LEFT JOIN LATERAL (
-		  SELECT * FROM pins WHERE user_id = u.id ORDER BY seq DESC LIMIT 1) p ON true
-		WHERE u.id = $1 AND u.service_id = $2`, id, serviceID),
+	u, err := scanUser(db.pool.QueryRow(ctx, userWithPINQuery, id, serviceID),
 		&pinID, &hash, &created, &expires, &attempts, &consumed)
 	if err != nil {
 		return nil, nil, translate(op, err)

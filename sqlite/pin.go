@@ -90,6 +90,13 @@ func (db *DB) PendingPIN(ctx context.Context, userID string) (*verity.PIN, error
 	return p, nil
 }
 
+// userWithPINQuery is built once: the statement cache is keyed by the text,
+// and a check must not rebuild it per request.
+var userWithPINQuery = `
+		SELECT ` + prefixed("u.", userColumns) + `, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at
+		FROM users u LEFT JOIN pins p ON p.seq = (SELECT max(seq) FROM pins WHERE user_id = u.id)
+		WHERE u.id = ? AND u.service_id = ?`
+
 // UserWithPIN reads the user and its newest PIN in one statement.
 func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.User, *verity.PIN, error) {
 	var (
@@ -98,10 +105,7 @@ func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.Us
 		created, expires, attempts sql.NullInt64
 		consumed                   sql.NullInt64
 	)
-	row := db.queryRow(ctx, `
-		SELECT `+prefixed("u.", userColumns)+`, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at
-		FROM users u LEFT JOIN pins p ON p.seq = (SELECT max(seq) FROM pins WHERE user_id = u.id)
-		WHERE u.id = ? AND u.service_id = ?`, id, serviceID)
+	row := db.queryRow(ctx, userWithPINQuery, id, serviceID)
 	u, err := scanUser(row, &pinID, &hash, &created, &expires, &attempts, &consumed)
 	if err != nil {
 		return nil, nil, translate("sqlite.UserWithPIN", err)
