@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -61,6 +62,7 @@ func (c *serveCmd) Run(ctx context.Context) error {
 		return err
 	}
 	defer store.Close()
+	tuneGC()
 
 	a := app.New(store, sender, keys, log)
 	a.Seeds = seeds
@@ -191,4 +193,17 @@ func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
 	go srv.Serve(ln)
 	log.Info("profiler listening", "addr", ln.Addr().String())
 	return func() { srv.Close() }, nil
+}
+
+// defaultGCPercent replaces Go's default GOGC of 100 for the server. Verity's
+// live heap is a few MB, so at 100 the collector runs several times a second
+// under load; at 400 the heap peaks near 50 MB and a check costs about 16 %
+// less CPU (bench, check scenario: 263 → 222 µs per check). GOGC in the
+// environment still wins.
+const defaultGCPercent = 400
+
+func tuneGC() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 }
