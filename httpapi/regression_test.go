@@ -176,7 +176,7 @@ func TestCheckAllocations(t *testing.T) {
 		// the same work either way except the write.
 		e.serve(auth, "PUT", authPath(sid, uid), body)
 	})
-	const limit = 400 // measured ~210 on Go 1.26
+	const limit = 280 // measured ~186 on Go 1.26 (the test env logs at debug level)
 	if allocs > limit {
 		t.Fatalf("a check allocates %.0f times, want at most %d", allocs, limit)
 	}
