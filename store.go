@@ -32,7 +32,8 @@ type Store interface {
 	ListUsers(ctx context.Context, serviceID string, limit int) ([]*User, int, error)
 	DeleteUser(ctx context.Context, serviceID, id string) error
 
-	// StartPIN makes p.PIN the user's pending PIN if the limits in p allow.
+	// StartPIN makes p.PIN the user's pending PIN if the limits in p allow,
+	// and records "sms" as the user's last method in the same transaction.
 	// When they do not, it changes nothing and returns false with what it saw.
 	StartPIN(ctx context.Context, p PINStart) (started bool, seen SendHistory, err error)
 	// AbortPIN removes a PIN whose delivery failed, refunding its send.

@@ -75,16 +75,8 @@ func (a *App) StartVerification(ctx context.Context, acct *verity.Account, servi
 		}
 		// No app set up: fall back to SMS, as the Verigator contract says.
 	}
-	started, err := a.sendPIN(ctx, svc, user)
-	if err != nil {
-		return Started{}, err
-	}
-	// The PIN is out: the caller must learn its auth_id even if this hint
-	// cannot be written (a check that names its method does not need it).
-	if err := a.recordMethod(ctx, user, MethodSMS); err != nil {
-		a.log.Warn("record last method", "user_id", user.ID, "err", err)
-	}
-	return started, nil
+	// StartPIN records "sms" as the last method in its own transaction.
+	return a.sendPIN(ctx, svc, user)
 }
 
 // activeFactor returns the user's active authenticator app, or nil.

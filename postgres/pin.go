@@ -68,6 +68,8 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (bool, verity.Sen
 		// user's rows bounded.
 		b.Queue(`DELETE FROM pins WHERE user_id = $1 AND created_at <= $2 AND id <> $3`,
 			p.PIN.UserID, ts(p.SendWindowStart), p.PIN.ID)
+		// Here rather than in a second transaction; the row is already locked.
+		b.Queue(`UPDATE users SET last_method = 'sms' WHERE id = $1 AND last_method <> 'sms'`, p.PIN.UserID)
 		b.Queue("COMMIT")
 		if err := conn.SendBatch(ctx, b).Close(); err != nil {
 			return err

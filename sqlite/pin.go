@@ -56,6 +56,13 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (bool, verity.Sen
 		); err != nil {
 			return err
 		}
+		// Here rather than in a second write: a user's first start would
+		// otherwise cost two commits. Unchanged rows are not rewritten.
+		if _, err := tx.Exec(
+			`UPDATE users SET last_method = 'sms' WHERE id = ? AND last_method <> 'sms'`, p.PIN.UserID,
+		); err != nil {
+			return err
+		}
 		started = true
 		return nil
 	})

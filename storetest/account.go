@@ -198,6 +198,28 @@ func testUsers(t *testing.T, open Open) {
 		}
 		wantCode(t, "SetLastMethod(unknown)", s.SetLastMethod(ctx, uuid.NewString(), "sms"), verity.ENOTFOUND)
 	})
+	t.Run("a started PIN records sms as the last method, a refused start does not", func(t *testing.T) {
+		u := mustUser(t, s, f.service, "switcher")
+		if err := s.SetLastMethod(ctx, u.ID, "totp"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _, err := s.StartPIN(ctx, startAt(u, t0)); err != nil || !ok {
+			t.Fatalf("StartPIN = %v, %v", ok, err)
+		}
+		if got, err := s.User(ctx, f.service.ID, u.ID); err != nil || got.LastMethod != "sms" {
+			t.Fatalf("after StartPIN, User.LastMethod = %q, %v; want sms", got.LastMethod, err)
+		}
+		if err := s.SetLastMethod(ctx, u.ID, "totp"); err != nil {
+			t.Fatal(err)
+		}
+		// Inside the resend interval: refused, and nothing changes.
+		if ok, _, err := s.StartPIN(ctx, startAt(u, t0.Add(time.Second))); err != nil || ok {
+			t.Fatalf("StartPIN inside the resend interval = %v, %v; want refused", ok, err)
+		}
+		if got, err := s.User(ctx, f.service.ID, u.ID); err != nil || got.LastMethod != "totp" {
+			t.Fatalf("after a refused StartPIN, User.LastMethod = %q, %v; want totp", got.LastMethod, err)
+		}
+	})
 	t.Run("deleting a user deletes its PINs", func(t *testing.T) {
 		u := mustUser(t, s, f.service, "doomed")
 		if ok, _, err := s.StartPIN(ctx, startAt(u, t0)); err != nil || !ok {
