@@ -63,6 +63,63 @@ type FailedTry struct {
 	FailureLimit       int
 }
 
+// PINVerdict is what a check decides once it has seen the user and the
+// user's newest PIN.
+type PINVerdict int
+
+const (
+	// LeaveAsIs changes nothing: the answer does not depend on the code (the
+	// PIN is used, expired, replaced or locked, there is none, or the check
+	// is for an authenticator app).
+	LeaveAsIs PINVerdict = iota
+	// ConsumeIt marks the PIN used: the code matched.
+	ConsumeIt
+	// CountIt counts a wrong try against the PIN and the user's failure budget.
+	CountIt
+)
+
+// PINCheck asks the store to check a code against a user's pending PIN as
+// one state change: read the user and its newest PIN, let Judge decide, and
+// apply the verdict under PINConsume's or FailedTry's conditions, built from
+// the fields below and the ids read.
+type PINCheck struct {
+	ServiceID string
+	UserID    string
+	// Judge sees the user and its newest PIN (nil when it has none). It is
+	// called at least once, and again when a concurrent check changed the
+	// state between the store's read and its write; it must be quick, must
+	// not call the store, and its last call is the one that counts.
+	Judge func(u *User, p *PIN) PINVerdict
+
+	Now                time.Time
+	MaxAttempts        int
+	FailureWindowStart time.Time
+	FailureLimit       int
+}
+
+// PINChecked is what CheckPIN saw and did.
+type PINChecked struct {
+	User    *User
+	PIN     *PIN // nil when the user has none
+	Verdict PINVerdict
+	// Applied reports that the verdict's write happened. A ConsumeIt or
+	// CountIt verdict that is not applied lost to concurrent checks every
+	// time the store tried.
+	Applied bool
+}
+
+// Consume returns the ConsumePIN request that applies a ConsumeIt verdict to p.
+func (c PINCheck) Consume(p *PIN) PINConsume {
+	return PINConsume{PINID: p.ID, UserID: p.UserID, Now: c.Now, MaxAttempts: c.MaxAttempts,
+		FailureWindowStart: c.FailureWindowStart, FailureLimit: c.FailureLimit}
+}
+
+// FailedTry returns the FailedTry request that applies a CountIt verdict to p.
+func (c PINCheck) FailedTry(p *PIN) FailedTry {
+	return FailedTry{PINID: p.ID, UserID: p.UserID, Now: c.Now, MaxAttempts: c.MaxAttempts,
+		FailureWindowStart: c.FailureWindowStart, FailureLimit: c.FailureLimit}
+}
+
 // Allows reports whether the limits of p permit one more send given what the
 // store saw. Every store calls it inside the transaction that inserts the
 // PIN, so that the decision and the insert are one atomic step.

@@ -39,8 +39,15 @@ type Store interface {
 	// AbortPIN removes a PIN whose delivery failed, refunding its send.
 	AbortPIN(ctx context.Context, pinID string) error
 	// UserWithPIN returns the user id of service serviceID and its newest PIN
-	// (nil when it has none) in one read: the check path's only read.
+	// (nil when it has none) in one read.
 	UserWithPIN(ctx context.Context, serviceID, id string) (*User, *PIN, error)
+	// CheckPIN checks a code against the user's pending PIN as one atomic
+	// state change (see PINCheck): the check path's one store call. A store
+	// that can hold its read and its write under one lock does; one that
+	// cannot applies the verdict conditionally and, when a concurrent check
+	// changed the state in between, reads and judges again, a bounded
+	// number of times. ENOTFOUND when there is no such user.
+	CheckPIN(ctx context.Context, c PINCheck) (PINChecked, error)
 	// PendingPIN returns the user's newest PIN, ENOTFOUND if there is none.
 	PendingPIN(ctx context.Context, userID string) (*PIN, error)
 	// ConsumePIN marks a PIN used if c's conditions hold; it reports whether it did.

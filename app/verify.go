@@ -196,94 +196,103 @@ func (a *App) CheckVerification(ctx context.Context, acct *verity.Account, servi
 	if err != nil {
 		return Checked{}, err
 	}
-	// One read for the user and its pending PIN: the common check needs
-	// nothing else before its one write.
-	user, pin, err := a.store.UserWithPIN(ctx, serviceID, userID)
-	if err != nil {
-		return Checked{}, notFound(err, "no such user")
-	}
 	policy := svc.Settings
 	if c.Method == MethodRecovery {
+		user, err := a.store.User(ctx, serviceID, userID)
+		if err != nil {
+			return Checked{}, notFound(err, "no such user")
+		}
 		return a.checkRecovery(ctx, user, policy, c.Token)
 	}
-	if c.Method == MethodTOTP || (c.Method == "" && user.LastMethod == MethodTOTP) {
-		factor, err := a.activeFactor(ctx, user)
-		if err != nil {
-			return Checked{}, err
-		}
-		if factor != nil {
-			return a.checkTOTP(ctx, user, factor, policy, c.Token)
-		}
-		// "totp" for a user without an app was answered with an SMS PIN.
+	// The common check is one store call: the PIN is judged and used (or the
+	// wrong try counted) as one state change.
+	appFirst := c.Method == MethodTOTP || c.Method == ""
+	res, err := a.checkPIN(ctx, serviceID, userID, policy, c, appFirst)
+	if err != nil || res.route == routeDone {
+		return res.Checked, err
 	}
-	if pin == nil && c.Method == "" {
-		// No PIN pending: an app is the only thing left to check.
-		factor, err := a.activeFactor(ctx, user)
-		if err != nil {
-			return Checked{}, err
-		}
-		if factor != nil {
-			return a.checkTOTP(ctx, user, factor, policy, c.Token)
-		}
-	}
-	if pin == nil {
+	if res.route == routeNoPIN && c.Method != "" {
 		return Checked{}, verity.Errorf(verity.ENOTFOUND, "there is no pending verification for this user")
 	}
-	return a.checkPIN(ctx, user, pin, policy, c)
-}
-
-// checkPIN checks the pending SMS PIN.
-func (a *App) checkPIN(ctx context.Context, user *verity.User, pin *verity.PIN, policy verity.Settings, c Check) (Checked, error) {
-	now := a.Now()
-	checked := func(result string) (Checked, error) {
-		return Checked{Method: MethodSMS, Verified: result == ResultVerified, Result: result}, nil
-	}
-	if c.AuthID != "" && c.AuthID != pin.ID {
-		return checked(ResultExpired) // that PIN was replaced by a newer one
-	}
-	if result := classify(pin, user, policy, now); result != "" {
-		return checked(result)
-	}
-
-	failureWindowStart := now.Add(-policy.FailureWindow())
-	if hmac.Equal(a.keys.PINHash(pin.ID, c.Token), pin.Hash) {
-		ok, err := a.store.ConsumePIN(ctx, verity.PINConsume{
-			PINID: pin.ID, UserID: user.ID, Now: now, MaxAttempts: policy.MaxAttempts,
-			FailureWindowStart: failureWindowStart, FailureLimit: policy.FailureLimit,
-		})
-		if err != nil {
-			return Checked{}, err
-		}
-		if ok {
-			return checked(ResultVerified)
-		}
-	} else {
-		counted, err := a.store.CountFailedTry(ctx, a.failedTry(user, policy, now, pin.ID))
-		if err != nil {
-			return Checked{}, err
-		}
-		if counted {
-			return checked(ResultInvalid)
-		}
-	}
-	// A concurrent check changed the state between our read and our write:
-	// read it again to say why this one lost.
-	return a.reclassify(ctx, user, policy, now)
-}
-
-func (a *App) reclassify(ctx context.Context, user *verity.User, policy verity.Settings, now time.Time) (Checked, error) {
-	fresh, pin, err := a.store.UserWithPIN(ctx, user.ServiceID, user.ID)
+	// The user's latest start was "totp", or "totp" was asked for, or no
+	// PIN is pending and no method was named: the authenticator app
+	// decides, if the user has one.
+	factor, err := a.activeFactor(ctx, res.user)
 	if err != nil {
-		return Checked{}, notFound(err, "no such user")
+		return Checked{}, err
 	}
-	if pin == nil {
-		return Checked{}, verity.Errorf(verity.ENOTFOUND, "there is no pending verification for this user")
+	if factor != nil {
+		return a.checkTOTP(ctx, res.user, factor, policy, c.Token)
 	}
-	result := classify(pin, fresh, policy, now)
-	if result == "" {
-		result = ResultInvalid
+	if res.route == routeApp {
+		// "totp" for a user without an app was answered with an SMS PIN.
+		res, err = a.checkPIN(ctx, serviceID, userID, policy, c, false)
+		if err != nil || res.route == routeDone {
+			return res.Checked, err
+		}
 	}
-	return Checked{Method: MethodSMS, Result: result}, nil
+	return Checked{}, verity.Errorf(verity.ENOTFOUND, "there is no pending verification for this user")
+}
+
+// Where a PIN check leaves the request.
+const (
+	routeDone  = iota // answered
+	routeApp          // the authenticator app decides (when the user has one)
+	routeNoPIN        // no PIN pending: only an app could answer
+)
+
+type pinCheckResult struct {
+	Checked
+	route int
+	user  *verity.User
+}
+
+// checkPIN checks the code against the pending SMS PIN in one store call.
+// With appFirst, a user whose latest start was "totp" (or, for method
+// "totp", any user) is left to the authenticator app.
+func (a *App) checkPIN(ctx context.Context, serviceID, userID string, policy verity.Settings, c Check, appFirst bool) (pinCheckResult, error) {
+	now := a.Now()
+	var res pinCheckResult
+	judge := func(u *verity.User, pin *verity.PIN) verity.PINVerdict {
+		res = pinCheckResult{route: routeDone, user: u, Checked: Checked{Method: MethodSMS, Result: ResultInvalid}}
+		switch {
+		case appFirst && (c.Method == MethodTOTP || u.LastMethod == MethodTOTP):
+			res.route = routeApp
+			return verity.LeaveAsIs
+		case pin == nil:
+			res.route = routeNoPIN
+			return verity.LeaveAsIs
+		case c.AuthID != "" && c.AuthID != pin.ID:
+			res.Result = ResultExpired // that PIN was replaced by a newer one
+			return verity.LeaveAsIs
+		}
+		if result := classify(pin, u, policy, now); result != "" {
+			res.Result = result
+			return verity.LeaveAsIs
+		}
+		if hmac.Equal(a.keys.PINHash(pin.ID, c.Token), pin.Hash) {
+			res.Result = ResultVerified
+			return verity.ConsumeIt
+		}
+		return verity.CountIt // res.Result is INVALID
+	}
+	out, err := a.store.CheckPIN(ctx, verity.PINCheck{
+		ServiceID: serviceID, UserID: userID, Judge: judge,
+		Now: now, MaxAttempts: policy.MaxAttempts,
+		FailureWindowStart: now.Add(-policy.FailureWindow()), FailureLimit: policy.FailureLimit,
+	})
+	if err != nil {
+		return pinCheckResult{}, notFound(err, "no such user")
+	}
+	if out.Verdict != verity.LeaveAsIs && !out.Applied {
+		// Concurrent checks kept changing the PIN under this one: it lost.
+		res.Result = ResultInvalid
+		if out.Verdict == verity.CountIt {
+			res.Result = ResultThrottled // the counters had no room left
+		}
+	}
+	res.Verified = res.Result == ResultVerified
+	return res, nil
 }
 
 // classify returns the result a check of pin must get whatever the code, or

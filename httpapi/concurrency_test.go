@@ -152,6 +152,25 @@ type racyStore struct {
 	gate *gate
 }
 
+// CheckPIN reads, judges and writes as three separate steps, with the
+// racy writes below: the shape every check store must not have.
+func (s *racyStore) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecked, error) {
+	u, p, err := s.DB.UserWithPIN(ctx, c.ServiceID, c.UserID)
+	if err != nil {
+		return verity.PINChecked{}, err
+	}
+	out := verity.PINChecked{User: u, PIN: p, Verdict: c.Judge(u, p)}
+	switch {
+	case p == nil:
+		out.Verdict = verity.LeaveAsIs
+	case out.Verdict == verity.ConsumeIt:
+		out.Applied, err = s.ConsumePIN(ctx, c.Consume(p))
+	case out.Verdict == verity.CountIt:
+		out.Applied, err = s.CountFailedTry(ctx, c.FailedTry(p))
+	}
+	return out, err
+}
+
 func (s *racyStore) ConsumePIN(ctx context.Context, c verity.PINConsume) (bool, error) {
 	p, err := s.DB.PendingPIN(ctx, c.UserID)
 	if err != nil {

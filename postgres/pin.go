@@ -156,6 +156,40 @@ func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.Us
 	return u, p, nil
 }
 
+// checkPINRounds bounds how often CheckPIN reads again after losing a race.
+const checkPINRounds = 3
+
+// CheckPIN reads, judges, then applies the verdict with ConsumePIN's or
+// CountFailedTry's conditional write, which other nodes cannot slip past.
+// Holding a row lock across the judge would cost two more round trips per
+// check; instead, when the write finds that a concurrent check changed the
+// state since the read, it reads and judges again.
+func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecked, error) {
+	var out verity.PINChecked
+	for range checkPINRounds {
+		u, p, err := db.UserWithPIN(ctx, c.ServiceID, c.UserID)
+		if err != nil {
+			return verity.PINChecked{}, err
+		}
+		out = verity.PINChecked{User: u, PIN: p, Verdict: c.Judge(u, p)}
+		if p == nil {
+			out.Verdict = verity.LeaveAsIs // nothing to apply it to
+		}
+		switch out.Verdict {
+		case verity.ConsumeIt:
+			out.Applied, err = db.ConsumePIN(ctx, c.Consume(p))
+		case verity.CountIt:
+			out.Applied, err = db.CountFailedTry(ctx, c.FailedTry(p))
+		default:
+			return out, nil
+		}
+		if err != nil || out.Applied {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
 // prefixed qualifies every column of a comma-separated list with a table alias.
 func prefixed(alias, columns string) string {
 	return alias + strings.ReplaceAll(columns, ", ", ", "+alias)

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"strings"
 	"time"
 
@@ -106,16 +107,20 @@ var userWithPINQuery = `
 
 // UserWithPIN reads the user and its newest PIN in one statement.
 func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.User, *verity.PIN, error) {
+	u, p, err := scanUserWithPIN(db.queryRow(ctx, userWithPINQuery, id, serviceID))
+	return u, p, translate("sqlite.UserWithPIN", err)
+}
+
+func scanUserWithPIN(row *sql.Row) (*verity.User, *verity.PIN, error) {
 	var (
 		pinID                      sql.NullString
 		hash                       []byte
 		created, expires, attempts sql.NullInt64
 		consumed                   sql.NullInt64
 	)
-	row := db.queryRow(ctx, userWithPINQuery, id, serviceID)
 	u, err := scanUser(row, &pinID, &hash, &created, &expires, &attempts, &consumed)
 	if err != nil {
-		return nil, nil, translate("sqlite.UserWithPIN", err)
+		return nil, nil, err
 	}
 	if !pinID.Valid {
 		return u, nil, nil
@@ -129,6 +134,44 @@ func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.Us
 	return u, p, nil
 }
 
+// CheckPIN reads, judges and writes in one operation of the single writer,
+// inside its transaction: nothing can change the user or the PIN between
+// the read and the write. The read also runs on the writer's connection,
+// whose page cache stays warm, where a reader's is dropped after every
+// commit of the writer.
+func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecked, error) {
+	var out verity.PINChecked
+	err := db.q.write(ctx, func(tx *wtx) (err error) {
+		// Judge runs on the writer goroutine: a panic there must fail this
+		// write, not stop every write.
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("judge panicked: %v", r)
+			}
+		}()
+		out = verity.PINChecked{}
+		u, p, err := scanUserWithPIN(tx.QueryRow(userWithPINQuery, c.UserID, c.ServiceID))
+		if err != nil {
+			return err
+		}
+		out.User, out.PIN = u, p
+		out.Verdict = c.Judge(u, p)
+		if p == nil && out.Verdict != verity.LeaveAsIs {
+			out.Verdict = verity.LeaveAsIs // nothing to apply it to
+		}
+		switch out.Verdict {
+		case verity.ConsumeIt:
+			out.Applied, err = consumePIN(tx, c.Consume(p))
+			return err
+		case verity.CountIt:
+			out.Applied, err = countFailedTry(tx, c.FailedTry(p))
+			return err // errRollback undoes a half-counted try
+		}
+		return nil
+	})
+	return out, translate("sqlite.CheckPIN", err)
+}
+
 // prefixed qualifies every column of a comma-separated list with a table alias.
 func prefixed(alias, columns string) string {
 	return alias + strings.ReplaceAll(columns, ", ", ", "+alias)
@@ -137,51 +180,70 @@ func prefixed(alias, columns string) string {
 // ConsumePIN marks the PIN used in one conditional UPDATE: of any number of
 // concurrent calls for one PIN, exactly one changes the row.
 func (db *DB) ConsumePIN(ctx context.Context, c verity.PINConsume) (bool, error) {
-	n, err := db.execCount(ctx, `
+	consumed := false
+	err := db.q.writeStatement(ctx, func(tx *wtx) (err error) {
+		consumed, err = consumePIN(tx, c)
+		return err
+	})
+	return consumed, translate("sqlite.ConsumePIN", err)
+}
+
+// consumePIN is ConsumePIN's one statement, for any write.
+func consumePIN(tx *wtx, c verity.PINConsume) (bool, error) {
+	res, err := tx.Exec(`
 		UPDATE pins SET consumed_at = ?1
 		WHERE id = ?2 AND consumed_at IS NULL AND expires_at > ?1 AND attempts < ?3
 		  AND seq = (SELECT max(seq) FROM pins WHERE user_id = ?4)
 		  AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?4 AND failure_count >= ?5 AND failure_window_start > ?6)`,
 		micros(c.Now), c.PINID, c.MaxAttempts, c.UserID, c.FailureLimit, micros(c.FailureWindowStart))
-	return n == 1, translate("sqlite.ConsumePIN", err)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
 // CountFailedTry counts a wrong try against the PIN and the user's failure
 // budget in one write; neither counter can pass its limit.
 func (db *DB) CountFailedTry(ctx context.Context, f verity.FailedTry) (bool, error) {
 	counted := false
-	err := db.q.write(ctx, func(tx *wtx) error {
-		counted = false
-		if f.PINID != "" {
-			res, err := tx.Exec(`
-				UPDATE pins SET attempts = attempts + 1
-				WHERE id = ? AND user_id = ? AND consumed_at IS NULL AND expires_at > ? AND attempts < ?`,
-				f.PINID, f.UserID, micros(f.Now), f.MaxAttempts)
-			if err != nil {
-				return err
-			}
-			if n, err := res.RowsAffected(); err != nil || n == 0 {
-				return cmpOr(err, errRollback)
-			}
-		}
-		// A window that began at or before FailureWindowStart has lapsed: this
-		// failure opens a new one.
-		res, err := tx.Exec(`
-			UPDATE users SET
-			  failure_count = CASE WHEN failure_window_start > ?2 THEN failure_count + 1 ELSE 1 END,
-			  failure_window_start = CASE WHEN failure_window_start > ?2 THEN failure_window_start ELSE ?3 END
-			WHERE id = ?1 AND NOT (failure_window_start > ?2 AND failure_count >= ?4)`,
-			f.UserID, micros(f.FailureWindowStart), micros(f.Now), f.FailureLimit)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return cmpOr(err, errRollback) // the PIN's count must not stand alone
-		}
-		counted = true
-		return nil
+	err := db.q.write(ctx, func(tx *wtx) (err error) {
+		counted, err = countFailedTry(tx, f)
+		return err
 	})
 	return counted, translate("sqlite.CountFailedTry", err)
+}
+
+// countFailedTry is CountFailedTry's statements, for a write that runs in a
+// savepoint: it returns errRollback when the PIN's count would stand alone.
+func countFailedTry(tx *wtx, f verity.FailedTry) (bool, error) {
+	if f.PINID != "" {
+		res, err := tx.Exec(`
+			UPDATE pins SET attempts = attempts + 1
+			WHERE id = ? AND user_id = ? AND consumed_at IS NULL AND expires_at > ? AND attempts < ?`,
+			f.PINID, f.UserID, micros(f.Now), f.MaxAttempts)
+		if err != nil {
+			return false, err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return false, cmpOr(err, errRollback)
+		}
+	}
+	// A window that began at or before FailureWindowStart has lapsed: this
+	// failure opens a new one.
+	res, err := tx.Exec(`
+		UPDATE users SET
+		  failure_count = CASE WHEN failure_window_start > ?2 THEN failure_count + 1 ELSE 1 END,
+		  failure_window_start = CASE WHEN failure_window_start > ?2 THEN failure_window_start ELSE ?3 END
+		WHERE id = ?1 AND NOT (failure_window_start > ?2 AND failure_count >= ?4)`,
+		f.UserID, micros(f.FailureWindowStart), micros(f.Now), f.FailureLimit)
+	if err != nil {
+		return false, err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return false, cmpOr(err, errRollback) // the PIN's count must not stand alone
+	}
+	return true, nil
 }
 
 // DeletePINsBefore removes PINs created before t.

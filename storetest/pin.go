@@ -22,6 +22,18 @@ func failAt(p *verity.PIN, now time.Time) verity.FailedTry {
 		FailureWindowStart: now.Add(-s.FailureWindow()), FailureLimit: s.FailureLimit}
 }
 
+// checkAt builds a CheckPIN request with the default policy.
+func checkAt(f *fixture, now time.Time, judge func(*verity.User, *verity.PIN) verity.PINVerdict) verity.PINCheck {
+	s := verity.DefaultSettings()
+	return verity.PINCheck{ServiceID: f.service.ID, UserID: f.user.ID, Judge: judge, Now: now,
+		MaxAttempts: s.MaxAttempts, FailureWindowStart: now.Add(-s.FailureWindow()), FailureLimit: s.FailureLimit}
+}
+
+// always returns a judge that gives verdict v whatever it sees.
+func always(v verity.PINVerdict) func(*verity.User, *verity.PIN) verity.PINVerdict {
+	return func(*verity.User, *verity.PIN) verity.PINVerdict { return v }
+}
+
 func mustStart(t *testing.T, s verity.Store, u *verity.User, now time.Time) *verity.PIN {
 	t.Helper()
 	start := startAt(u, now)
@@ -34,6 +46,96 @@ func mustStart(t *testing.T, s verity.Store, u *verity.User, now time.Time) *ver
 
 func testPINs(t *testing.T, open Open) {
 	ctx := context.Background()
+
+	t.Run("CheckPIN shows the judge the user and its newest PIN and applies the verdict", func(t *testing.T) {
+		f := newFixture(t, open)
+		mustStart(t, f.store, f.user, t0)
+		p := mustStart(t, f.store, f.user, t0.Add(31*time.Second))
+		now := t0.Add(time.Minute)
+		var seenUser *verity.User
+		var seenPIN *verity.PIN
+		out, err := f.store.CheckPIN(ctx, checkAt(f, now, func(u *verity.User, got *verity.PIN) verity.PINVerdict {
+			seenUser, seenPIN = u, got
+			return verity.LeaveAsIs
+		}))
+		if err != nil || out.Verdict != verity.LeaveAsIs || out.Applied {
+			t.Fatalf("CheckPIN(leave as is) = %+v, %v", out, err)
+		}
+		if diff := cmp.Diff(p, seenPIN); diff != "" {
+			t.Fatalf("the judge saw another PIN (-want +got):\n%s", diff)
+		}
+		if seenUser == nil || seenUser.ID != f.user.ID || out.User.ID != f.user.ID || out.PIN.ID != p.ID {
+			t.Fatalf("the judge saw user %v; CheckPIN returned %v and PIN %v", seenUser, out.User, out.PIN)
+		}
+
+		out, err = f.store.CheckPIN(ctx, checkAt(f, now, always(verity.CountIt)))
+		if err != nil || out.Verdict != verity.CountIt || !out.Applied {
+			t.Fatalf("CheckPIN(count) = %+v, %v; want applied", out, err)
+		}
+		got, _ := f.store.PendingPIN(ctx, f.user.ID)
+		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
+		if got.Attempts != 1 || u.FailureCount != 1 || !u.FailureWindowStart.Equal(now) {
+			t.Fatalf("after a counted try: PIN attempts %d, user failures %d since %v; want 1, 1 since %v",
+				got.Attempts, u.FailureCount, u.FailureWindowStart, now)
+		}
+
+		out, err = f.store.CheckPIN(ctx, checkAt(f, now, always(verity.ConsumeIt)))
+		if err != nil || out.Verdict != verity.ConsumeIt || !out.Applied {
+			t.Fatalf("CheckPIN(consume) = %+v, %v; want applied", out, err)
+		}
+		out, err = f.store.CheckPIN(ctx, checkAt(f, now, func(_ *verity.User, got *verity.PIN) verity.PINVerdict {
+			if got.ConsumedAt == nil || !got.ConsumedAt.Equal(now) {
+				t.Errorf("the judge saw ConsumedAt %v after the consume, want %v", got.ConsumedAt, now)
+			}
+			return verity.ConsumeIt
+		}))
+		if err != nil || out.Applied {
+			t.Fatalf("a second consume = %+v, %v; want not applied", out, err)
+		}
+	})
+
+	t.Run("CheckPIN applies nothing the conditions forbid", func(t *testing.T) {
+		f := newFixture(t, open)
+		p := mustStart(t, f.store, f.user, t0)
+		expired := p.ExpiresAt.Add(time.Second)
+		for _, v := range []verity.PINVerdict{verity.ConsumeIt, verity.CountIt} {
+			out, err := f.store.CheckPIN(ctx, checkAt(f, expired, always(v)))
+			if err != nil || out.Applied {
+				t.Fatalf("CheckPIN(%d) of an expired PIN = %+v, %v; want not applied", v, out, err)
+			}
+		}
+		got, _ := f.store.PendingPIN(ctx, f.user.ID)
+		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
+		if got.Attempts != 0 || got.ConsumedAt != nil || u.FailureCount != 0 {
+			t.Fatalf("a refused verdict changed state: PIN %+v, user failures %d", got, u.FailureCount)
+		}
+	})
+
+	t.Run("CheckPIN of a user without a PIN, and of no such user", func(t *testing.T) {
+		f := newFixture(t, open)
+		out, err := f.store.CheckPIN(ctx, checkAt(f, t0, func(u *verity.User, p *verity.PIN) verity.PINVerdict {
+			if p != nil {
+				t.Errorf("the judge saw PIN %+v, want none", p)
+			}
+			return verity.CountIt
+		}))
+		if err != nil || out.PIN != nil || out.Applied || out.User.ID != f.user.ID {
+			t.Fatalf("CheckPIN(no PIN) = %+v, %v; want the user, no PIN, nothing applied", out, err)
+		}
+		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
+		if u.FailureCount != 0 {
+			t.Fatalf("a verdict without a PIN counted %d failures", u.FailureCount)
+		}
+		c := checkAt(f, t0, always(verity.LeaveAsIs))
+		c.UserID = "no-such-user"
+		_, err = f.store.CheckPIN(ctx, c)
+		wantCode(t, "CheckPIN(no such user)", err, verity.ENOTFOUND)
+		other := mustService(t, f.store, f.account, "Other")
+		c = checkAt(f, t0, always(verity.LeaveAsIs))
+		c.ServiceID = other.ID
+		_, err = f.store.CheckPIN(ctx, c)
+		wantCode(t, "CheckPIN(other service)", err, verity.ENOTFOUND)
+	})
 
 	t.Run("the newest PIN is pending and reads back exactly", func(t *testing.T) {
 		f := newFixture(t, open)
@@ -222,6 +324,45 @@ func testPINs(t *testing.T, open Open) {
 
 func testPINConcurrency(t *testing.T, open Open) {
 	ctx := context.Background()
+
+	t.Run("of 100 concurrent checks of one right code exactly one consumes", func(t *testing.T) {
+		f := newFixture(t, open)
+		mustStart(t, f.store, f.user, t0)
+		wins := parallel(t, 100, func(int) (bool, error) {
+			out, err := f.store.CheckPIN(ctx, checkAt(f, t0.Add(time.Second), func(_ *verity.User, p *verity.PIN) verity.PINVerdict {
+				if p.ConsumedAt != nil {
+					return verity.LeaveAsIs // as the app judges a used PIN
+				}
+				return verity.ConsumeIt
+			}))
+			return out.Verdict == verity.ConsumeIt && out.Applied, err
+		})
+		if wins != 1 {
+			t.Fatalf("%d checks consumed the PIN, want exactly 1", wins)
+		}
+	})
+
+	t.Run("of 200 concurrent checks of a wrong code exactly MaxAttempts count", func(t *testing.T) {
+		f := newFixture(t, open)
+		mustStart(t, f.store, f.user, t0)
+		maxAttempts := verity.DefaultSettings().MaxAttempts
+		counted := parallel(t, 200, func(int) (bool, error) {
+			out, err := f.store.CheckPIN(ctx, checkAt(f, t0.Add(time.Second), func(_ *verity.User, p *verity.PIN) verity.PINVerdict {
+				if p.Attempts >= maxAttempts {
+					return verity.LeaveAsIs // as the app judges a locked PIN
+				}
+				return verity.CountIt
+			}))
+			return out.Verdict == verity.CountIt && out.Applied, err
+		})
+		if counted != maxAttempts {
+			t.Fatalf("%d wrong tries counted, want exactly %d", counted, maxAttempts)
+		}
+		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
+		if u.FailureCount != counted {
+			t.Fatalf("user failures = %d, want %d (counted with the PIN, atomically)", u.FailureCount, counted)
+		}
+	})
 
 	t.Run("of 100 concurrent consumes of one PIN exactly one wins", func(t *testing.T) {
 		f := newFixture(t, open)
