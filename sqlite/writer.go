@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 )
 
@@ -20,6 +21,15 @@ import (
 // maxBatch bounds how many writes share one commit, and so the latency one
 // slow batch adds to the writes queued behind it.
 const maxBatch = 128
+
+// lingerRounds bounds how often the writer yields the processor before a
+// commit while writes keep arriving: request goroutines that are already
+// running then queue their writes in time to share the commit (one fsync,
+// and one write of each hot page, for all of them). It stops at the first
+// yield that brings no new write, and does not yield at all for a lone
+// write with nothing queued behind it, so a quiet server commits at once.
+// Measured with the check benchmark: 15-20 % less server CPU per check.
+const lingerRounds = 4
 
 // errRollback, returned by a write function, undoes that write's changes
 // without reporting an error to its caller: a conditional change that found
@@ -150,6 +160,16 @@ func (q *writeQueue) loop() {
 	batch := make([]*writeOp, 0, maxBatch)
 	for op := range q.ops {
 		batch = append(batch[:0], op)
+		for range lingerRounds {
+			queued := len(q.ops)
+			if queued == 0 || queued >= maxBatch-1 {
+				break
+			}
+			runtime.Gosched()
+			if len(q.ops) == queued {
+				break
+			}
+		}
 	drain:
 		for len(batch) < maxBatch {
 			select {

@@ -1,0 +1,72 @@
+package sqlite_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/verityhq/verity"
+)
+
+// BenchmarkCheckPIN measures the check path's one store call with many
+// concurrent callers, as under HTTP load: each call reads a user and its
+// PIN, and counts a wrong try (limits never reached) or consumes the PIN.
+//
+//	go test -run xxx -bench CheckPIN -cpuprofile cpu.prof ./sqlite
+func BenchmarkCheckPIN(b *testing.B) {
+	for _, v := range []struct {
+		name    string
+		verdict verity.PINVerdict
+	}{{"wrong code", verity.CountIt}, {"right code", verity.ConsumeIt}} {
+		b.Run(v.name, func(b *testing.B) {
+			ctx := context.Background()
+			db := MustOpenDB(b)
+			defer db.Close()
+			const users = 2000
+			now := time.Now().UTC()
+			acct := &verity.Account{ID: uuid.NewString(), Username: "bench", SecretHash: []byte("x"), CreatedAt: now}
+			svc := &verity.Service{ID: uuid.NewString(), AccountID: acct.ID, Name: "Bench", FQDN: "bench.example.com",
+				Settings: verity.DefaultSettings(), CreatedAt: now}
+			if err := db.CreateAccount(ctx, acct); err != nil {
+				b.Fatal(err)
+			}
+			if err := db.CreateService(ctx, svc); err != nil {
+				b.Fatal(err)
+			}
+			ids := make([]string, users)
+			for i := range ids {
+				u := &verity.User{ID: uuid.NewString(), ServiceID: svc.ID, IDInService: fmt.Sprint("u", i),
+					Phone: fmt.Sprintf("+3725%07d", i), PhoneType: "MOBILE", CreatedAt: now}
+				if err := db.CreateUser(ctx, u); err != nil {
+					b.Fatal(err)
+				}
+				p := verity.PIN{ID: uuid.NewString(), UserID: u.ID, Hash: []byte("h"), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+				ok, _, err := db.StartPIN(ctx, verity.PINStart{PIN: p, SendWindowStart: now, MaxSends: 1 << 30,
+					ResendNotBefore: now, FailureWindowStart: now, FailureLimit: 1 << 30})
+				if err != nil || !ok {
+					b.Fatal("StartPIN", ok, err)
+				}
+				ids[i] = u.ID
+			}
+			judge := func(*verity.User, *verity.PIN) verity.PINVerdict { return v.verdict }
+			var next atomic.Int64
+			b.SetParallelism(32)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := next.Add(1) % users
+					_, err := db.CheckPIN(ctx, verity.PINCheck{ServiceID: svc.ID, UserID: ids[i], Judge: judge,
+						Now: now, MaxAttempts: 1 << 30, FailureWindowStart: now.Add(-time.Hour), FailureLimit: 1 << 30})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
