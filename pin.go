@@ -18,7 +18,8 @@ type PIN struct {
 // limits below allow one more send. The store enforces them atomically with
 // the insert so that they hold under concurrency and across nodes.
 type PINStart struct {
-	PIN PIN
+	ServiceID string // the user must belong to it: ENOTFOUND otherwise
+	PIN       PIN
 
 	SendWindowStart time.Time // sends created after this count against MaxSends
 	MaxSends        int
@@ -26,6 +27,17 @@ type PINStart struct {
 
 	FailureWindowStart time.Time // a user failure window that began after this is still open
 	FailureLimit       int       // an open window with this many failures blocks sending
+}
+
+// PINStarted is StartPIN's answer.
+type PINStarted struct {
+	Started bool
+	// User is the user the PIN is for, as the start's transaction read it:
+	// a start needs no read of its own before it.
+	User *User
+	// Seen is what the store saw: when it refused, the caller can tell from
+	// it which limit applied and when it lifts.
+	Seen SendHistory
 }
 
 // SendHistory is what the store saw when it refused a PINStart, so that the

@@ -34,8 +34,10 @@ type Store interface {
 
 	// StartPIN makes p.PIN the user's pending PIN if the limits in p allow,
 	// and records "sms" as the user's last method in the same transaction.
-	// When they do not, it changes nothing and returns false with what it saw.
-	StartPIN(ctx context.Context, p PINStart) (started bool, seen SendHistory, err error)
+	// When they do not, it changes nothing and reports what it saw. Either
+	// way it returns the user, read in that transaction; ENOTFOUND when
+	// the user is not one of service p.ServiceID.
+	StartPIN(ctx context.Context, p PINStart) (PINStarted, error)
 	// AbortPIN removes a PIN whose delivery failed, refunding its send.
 	AbortPIN(ctx context.Context, pinID string) error
 	// UserWithPIN returns the user id of service serviceID and its newest PIN

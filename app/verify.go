@@ -58,11 +58,15 @@ func (a *App) StartVerification(ctx context.Context, acct *verity.Account, servi
 	if method != MethodSMS && method != MethodTOTP {
 		return Started{}, verity.Errorf(verity.EINVALID, `method must be "sms" or "totp"`)
 	}
-	svc, user, err := a.serviceUser(ctx, acct, serviceID, userID)
+	svc, err := a.Service(ctx, acct, serviceID)
 	if err != nil {
 		return Started{}, err
 	}
 	if method == MethodTOTP {
+		user, err := a.store.User(ctx, serviceID, userID)
+		if err != nil {
+			return Started{}, notFound(err, "no such user")
+		}
 		f, err := a.activeFactor(ctx, user)
 		if err != nil {
 			return Started{}, err
@@ -75,8 +79,9 @@ func (a *App) StartVerification(ctx context.Context, acct *verity.Account, servi
 		}
 		// No app set up: fall back to SMS, as the Verigator contract says.
 	}
-	// StartPIN records "sms" as the last method in its own transaction.
-	return a.sendPIN(ctx, svc, user)
+	// StartPIN reads the user and records "sms" as the last method in its
+	// own transaction: an SMS start is one store call.
+	return a.sendPIN(ctx, svc, userID)
 }
 
 // activeFactor returns the user's active authenticator app, or nil.
@@ -97,7 +102,7 @@ func (a *App) recordMethod(ctx context.Context, user *verity.User, method string
 	return notFound(a.store.SetLastMethod(ctx, user.ID, method), "no such user")
 }
 
-func (a *App) sendPIN(ctx context.Context, svc *verity.Service, user *verity.User) (Started, error) {
+func (a *App) sendPIN(ctx context.Context, svc *verity.Service, userID string) (Started, error) {
 	policy := svc.Settings
 	code, err := generatePIN(policy.PINLength)
 	if err != nil {
@@ -106,12 +111,13 @@ func (a *App) sendPIN(ctx context.Context, svc *verity.Service, user *verity.Use
 	now := a.Now()
 	pin := verity.PIN{
 		ID:        uuid.NewString(),
-		UserID:    user.ID,
+		UserID:    userID,
 		CreatedAt: now,
 		ExpiresAt: now.Add(policy.PINValidity()),
 	}
 	pin.Hash = a.keys.PINHash(pin.ID, code)
-	started, seen, err := a.store.StartPIN(ctx, verity.PINStart{
+	res, err := a.store.StartPIN(ctx, verity.PINStart{
+		ServiceID:          svc.ID,
 		PIN:                pin,
 		SendWindowStart:    now.Add(-policy.SendWindow()),
 		MaxSends:           policy.MaxSends,
@@ -122,9 +128,10 @@ func (a *App) sendPIN(ctx context.Context, svc *verity.Service, user *verity.Use
 	if err != nil {
 		return Started{}, notFound(err, "no such user")
 	}
-	if !started {
-		return Started{}, sendLimitError(policy, seen, now)
+	if !res.Started {
+		return Started{}, sendLimitError(policy, res.Seen, now)
 	}
+	user := res.User
 
 	msg := verity.Message{
 		ID:        pin.ID,

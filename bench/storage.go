@@ -157,9 +157,9 @@ func (b *storeBench) restart(ctx context.Context) error {
 	return parallelDo(ctx, len(b.users), b.conns, func(i int) error {
 		now := time.Now().UTC()
 		p := verity.PIN{ID: uuid.NewString(), UserID: b.users[i].ID, Hash: randomBytes(32), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-		ok, _, err := b.store.StartPIN(ctx, verity.PINStart{PIN: p, SendWindowStart: now, MaxSends: unlimited,
+		st, err := b.store.StartPIN(ctx, verity.PINStart{ServiceID: b.service.ID, PIN: p, SendWindowStart: now, MaxSends: unlimited,
 			ResendNotBefore: now, FailureWindowStart: now, FailureLimit: unlimited})
-		if err == nil && !ok {
+		if err == nil && !st.Started {
 			err = fmt.Errorf("StartPIN refused")
 		}
 		b.pins[i] = p

@@ -49,8 +49,8 @@ func BenchmarkConsumePIN(b *testing.B) {
 func BenchmarkCountFailedTry(b *testing.B) {
 	ctx := context.Background()
 	f := newFixture(b, postgres.Options{})
-	if ok, _, err := f.db.StartPIN(ctx, start(f.user, "p1", t0)); err != nil || !ok {
-		b.Fatalf("StartPIN = %v, %v", ok, err)
+	if st, err := f.db.StartPIN(ctx, start(f.user, "p1", t0)); err != nil || !st.Started {
+		b.Fatalf("StartPIN = %+v, %v", st, err)
 	}
 	try := verity.FailedTry{PINID: "p1", UserID: f.user.ID, Now: t0, MaxAttempts: 1 << 30,
 		FailureWindowStart: t0.Add(-time.Hour), FailureLimit: 1 << 30}
@@ -66,8 +66,8 @@ func BenchmarkCountFailedTry(b *testing.B) {
 func BenchmarkPendingPIN(b *testing.B) {
 	ctx := context.Background()
 	f := newFixture(b, postgres.Options{})
-	if ok, _, err := f.db.StartPIN(ctx, start(f.user, "p1", t0)); err != nil || !ok {
-		b.Fatalf("StartPIN = %v, %v", ok, err)
+	if st, err := f.db.StartPIN(ctx, start(f.user, "p1", t0)); err != nil || !st.Started {
+		b.Fatalf("StartPIN = %+v, %v", st, err)
 	}
 	b.ResetTimer()
 	for range b.N {

@@ -156,7 +156,7 @@ func migrateConcurrently(t *testing.T, direct, url string, opts postgres.Options
 			t.Fatal(err)
 		}
 	}
-	if ok, _, err := s.StartPIN(ctx, start(u, "p1", now)); err != nil || !ok {
-		t.Fatalf("StartPIN on the migrated schema = %v, %v", ok, err)
+	if st, err := s.StartPIN(ctx, start(u, "p1", now)); err != nil || !st.Started {
+		t.Fatalf("StartPIN on the migrated schema = %+v, %v", st, err)
 	}
 }

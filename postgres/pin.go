@@ -18,29 +18,32 @@ import (
 // a statement that waited for a row lock keeps the snapshot it began with.)
 // p.Allows decides; the insert and the pruning of old history commit
 // together.
-func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (bool, verity.SendHistory, error) {
+func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarted, error) {
 	const op = "postgres.StartPIN"
-	var seen verity.SendHistory
-	if !storable(p.PIN.UserID) {
-		return false, seen, notFound(op)
+	if !storable(p.PIN.UserID, p.ServiceID) {
+		return verity.PINStarted{}, notFound(op)
 	}
 	if err := checkText(op, p.PIN.ID); err != nil {
-		return false, seen, err
+		return verity.PINStarted{}, err
 	}
 	ctx, cancel := db.bound(ctx)
 	defer cancel()
-	started := false
+	var out verity.PINStarted
 	err := db.tx(ctx, func(conn *pgx.Conn) error {
-		seen, started = verity.SendHistory{}, false
-		var failuresSince, oldest, last *time.Time
+		out = verity.PINStarted{}
+		seen := &out.Seen
+		var oldest, last *time.Time
 		b := begin()
 		// FOR NO KEY UPDATE conflicts with itself and with the UPDATEs that
 		// count failures, which is all the serialization needed, while
 		// still letting other transactions insert rows that reference the
 		// user (their foreign-key checks take KEY SHARE).
-		b.Queue(`SELECT failure_count, failure_window_start FROM users WHERE id = $1 FOR NO KEY UPDATE`,
-			p.PIN.UserID,
-		).QueryRow(func(row pgx.Row) error { return row.Scan(&seen.Failures, &failuresSince) })
+		b.Queue(`SELECT `+userColumns+` FROM users WHERE id = $1 AND service_id = $2 FOR NO KEY UPDATE`,
+			p.PIN.UserID, p.ServiceID,
+		).QueryRow(func(row pgx.Row) (err error) {
+			out.User, err = scanUser(row)
+			return err
+		})
 		b.Queue(`
 			SELECT w.n, w.oldest, l.created_at, l.consumed_at IS NOT NULL
 			FROM (SELECT count(*) AS n, min(created_at) AS oldest
@@ -54,10 +57,10 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (bool, verity.Sen
 		if err := conn.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
-		seen.FailuresSince = fromNull(failuresSince)
+		seen.Failures, seen.FailuresSince = out.User.FailureCount, out.User.FailureWindowStart
 		seen.OldestInWindow = fromNull(oldest)
 		seen.LastSent = fromNull(last)
-		if !p.Allows(seen) {
+		if !p.Allows(*seen) {
 			return nil // tx rolls back
 		}
 
@@ -74,13 +77,14 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (bool, verity.Sen
 		if err := conn.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
-		started = true
+		out.User.LastMethod = "sms"
+		out.Started = true
 		return nil
 	})
 	if err != nil {
-		return false, seen, translate(op, err)
+		return verity.PINStarted{}, translate(op, err)
 	}
-	return started, seen, nil
+	return out, nil
 }
 
 // AbortPIN deletes a PIN whose delivery failed.

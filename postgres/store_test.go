@@ -50,6 +50,7 @@ func newFixture(tb testing.TB, opts postgres.Options) *fixture {
 // start builds a PINStart at now that only the resend interval limits.
 func start(u *verity.User, id string, now time.Time) verity.PINStart {
 	return verity.PINStart{
+		ServiceID:       u.ServiceID,
 		PIN:             verity.PIN{ID: id, UserID: u.ID, Hash: []byte(id), CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
 		SendWindowStart: now.Add(-time.Minute), MaxSends: 1 << 20, ResendNotBefore: now,
 		FailureWindowStart: now.Add(-time.Hour), FailureLimit: 1 << 20,
@@ -91,7 +92,7 @@ func TestErrorTranslation(t *testing.T) {
 		if got := verity.ErrorCode(err); got != verity.ENOTFOUND {
 			t.Fatalf("AccountByUsername(unknown) code = %q (%v), want %q", got, err, verity.ENOTFOUND)
 		}
-		_, _, err = f.db.StartPIN(ctx, start(&verity.User{ID: "nobody"}, "p1", t0))
+		_, err = f.db.StartPIN(ctx, start(&verity.User{ID: "nobody", ServiceID: f.service.ID}, "p1", t0))
 		if got := verity.ErrorCode(err); got != verity.ENOTFOUND {
 			t.Fatalf("StartPIN(unknown user) code = %q (%v), want %q", got, err, verity.ENOTFOUND)
 		}
@@ -155,7 +156,7 @@ func TestStatementTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	began := time.Now()
-	_, _, err = f.db.StartPIN(ctx, start(f.user, "p1", t0))
+	_, err = f.db.StartPIN(ctx, start(f.user, "p1", t0))
 	if got := verity.ErrorCode(err); got != verity.EUNAVAILABLE {
 		t.Fatalf("StartPIN behind a held lock = %v (%s), want EUNAVAILABLE", err, got)
 	}
@@ -166,8 +167,8 @@ func TestStatementTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The pool's one connection is usable again, outside any transaction.
-	if ok, _, err := f.db.StartPIN(ctx, start(f.user, "p2", t0)); err != nil || !ok {
-		t.Fatalf("StartPIN after the timeout = %v, %v", ok, err)
+	if st, err := f.db.StartPIN(ctx, start(f.user, "p2", t0)); err != nil || !st.Started {
+		t.Fatalf("StartPIN after the timeout = %+v, %v", st, err)
 	}
 	if p, err := f.db.PendingPIN(ctx, f.user.ID); err != nil || p.ID != "p2" {
 		t.Fatalf("PendingPIN = %+v, %v; want p2 (p1 rolled back)", p, err)
@@ -180,8 +181,8 @@ func TestStatementTimeout(t *testing.T) {
 func TestMixedOperationsOnOneUser(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, postgres.Options{})
-	if ok, _, err := f.db.StartPIN(ctx, start(f.user, "p0", t0)); err != nil || !ok {
-		t.Fatalf("StartPIN = %v, %v", ok, err)
+	if st, err := f.db.StartPIN(ctx, start(f.user, "p0", t0)); err != nil || !st.Started {
+		t.Fatalf("StartPIN = %+v, %v", st, err)
 	}
 	var counted atomic.Int64
 	var wg sync.WaitGroup
@@ -194,7 +195,7 @@ func TestMixedOperationsOnOneUser(t *testing.T) {
 				s := start(f.user, fmt.Sprintf("start-%d", i), now)
 				s.SendWindowStart = now // every start prunes all older PINs
 				s.ResendNotBefore = now.Add(time.Hour)
-				if _, _, err := f.db.StartPIN(ctx, s); err != nil {
+				if _, err := f.db.StartPIN(ctx, s); err != nil {
 					errs <- err
 				}
 			case 1:

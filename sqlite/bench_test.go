@@ -44,10 +44,10 @@ func BenchmarkCheckPIN(b *testing.B) {
 					b.Fatal(err)
 				}
 				p := verity.PIN{ID: uuid.NewString(), UserID: u.ID, Hash: []byte("h"), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-				ok, _, err := db.StartPIN(ctx, verity.PINStart{PIN: p, SendWindowStart: now, MaxSends: 1 << 30,
+				st, err := db.StartPIN(ctx, verity.PINStart{ServiceID: svc.ID, PIN: p, SendWindowStart: now, MaxSends: 1 << 30,
 					ResendNotBefore: now, FailureWindowStart: now, FailureLimit: 1 << 30})
-				if err != nil || !ok {
-					b.Fatal("StartPIN", ok, err)
+				if err != nil || !st.Started {
+					b.Fatal("StartPIN", st, err)
 				}
 				ids[i] = u.ID
 			}

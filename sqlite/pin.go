@@ -12,36 +12,35 @@ import (
 
 // StartPIN inserts p.PIN as the user's pending PIN if p's limits allow, in
 // one write: the single writer means no concurrent start can slip past a limit.
-func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (bool, verity.SendHistory, error) {
-	var (
-		seen    verity.SendHistory
-		started bool
-	)
+func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarted, error) {
+	var out verity.PINStarted
 	err := db.q.write(ctx, func(tx *wtx) error {
-		seen, started = verity.SendHistory{}, false
-		var failuresSince, oldest, last int64
-		if err := tx.QueryRow(
-			`SELECT failure_count, failure_window_start FROM users WHERE id = ?`, p.PIN.UserID,
-		).Scan(&seen.Failures, &failuresSince); err != nil {
+		out = verity.PINStarted{}
+		u, err := scanUser(tx.QueryRow(
+			`SELECT `+userColumns+` FROM users WHERE id = ? AND service_id = ?`, p.PIN.UserID, p.ServiceID))
+		if err != nil {
 			return err
 		}
+		out.User = u
+		seen := &out.Seen
+		seen.Failures, seen.FailuresSince = u.FailureCount, u.FailureWindowStart
+		var oldest, last int64
 		if err := tx.QueryRow(
 			`SELECT count(*), coalesce(min(created_at), 0) FROM pins WHERE user_id = ? AND created_at > ?`,
 			p.PIN.UserID, micros(p.SendWindowStart),
 		).Scan(&seen.SendsInWindow, &oldest); err != nil {
 			return err
 		}
-		err := tx.QueryRow(
+		err = tx.QueryRow(
 			`SELECT created_at, consumed_at IS NOT NULL FROM pins WHERE user_id = ? ORDER BY seq DESC LIMIT 1`,
 			p.PIN.UserID,
 		).Scan(&last, &seen.LastVerified)
 		if err != nil && err != sql.ErrNoRows {
 			return err
 		}
-		seen.FailuresSince = fromMicros(failuresSince)
 		seen.OldestInWindow = fromMicros(oldest)
 		seen.LastSent = fromMicros(last)
-		if !p.Allows(seen) {
+		if !p.Allows(*seen) {
 			return nil
 		}
 		if _, err := tx.Exec(
@@ -64,13 +63,14 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (bool, verity.Sen
 		); err != nil {
 			return err
 		}
-		started = true
+		u.LastMethod = "sms"
+		out.Started = true
 		return nil
 	})
 	if err != nil {
-		return false, seen, translate("sqlite.StartPIN", err)
+		return verity.PINStarted{}, translate("sqlite.StartPIN", err)
 	}
-	return started, seen, nil
+	return out, nil
 }
 
 // AbortPIN deletes a PIN whose delivery failed.

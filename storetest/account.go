@@ -203,8 +203,8 @@ func testUsers(t *testing.T, open Open) {
 		if err := s.SetLastMethod(ctx, u.ID, "totp"); err != nil {
 			t.Fatal(err)
 		}
-		if ok, _, err := s.StartPIN(ctx, startAt(u, t0)); err != nil || !ok {
-			t.Fatalf("StartPIN = %v, %v", ok, err)
+		if st, err := s.StartPIN(ctx, startAt(u, t0)); err != nil || !st.Started {
+			t.Fatalf("StartPIN = %+v, %v", st, err)
 		}
 		if got, err := s.User(ctx, f.service.ID, u.ID); err != nil || got.LastMethod != "sms" {
 			t.Fatalf("after StartPIN, User.LastMethod = %q, %v; want sms", got.LastMethod, err)
@@ -213,8 +213,8 @@ func testUsers(t *testing.T, open Open) {
 			t.Fatal(err)
 		}
 		// Inside the resend interval: refused, and nothing changes.
-		if ok, _, err := s.StartPIN(ctx, startAt(u, t0.Add(time.Second))); err != nil || ok {
-			t.Fatalf("StartPIN inside the resend interval = %v, %v; want refused", ok, err)
+		if st, err := s.StartPIN(ctx, startAt(u, t0.Add(time.Second))); err != nil || st.Started {
+			t.Fatalf("StartPIN inside the resend interval = %+v, %v; want refused", st, err)
 		}
 		if got, err := s.User(ctx, f.service.ID, u.ID); err != nil || got.LastMethod != "totp" {
 			t.Fatalf("after a refused StartPIN, User.LastMethod = %q, %v; want totp", got.LastMethod, err)
@@ -222,8 +222,8 @@ func testUsers(t *testing.T, open Open) {
 	})
 	t.Run("deleting a user deletes its PINs", func(t *testing.T) {
 		u := mustUser(t, s, f.service, "doomed")
-		if ok, _, err := s.StartPIN(ctx, startAt(u, t0)); err != nil || !ok {
-			t.Fatalf("StartPIN = %v, %v", ok, err)
+		if st, err := s.StartPIN(ctx, startAt(u, t0)); err != nil || !st.Started {
+			t.Fatalf("StartPIN = %+v, %v", st, err)
 		}
 		if err := s.DeleteUser(ctx, f.service.ID, u.ID); err != nil {
 			t.Fatal(err)
@@ -239,6 +239,7 @@ func testUsers(t *testing.T, open Open) {
 func startAt(u *verity.User, now time.Time) verity.PINStart {
 	p := verity.DefaultSettings()
 	return verity.PINStart{
+		ServiceID: u.ServiceID,
 		PIN: verity.PIN{ID: uuid.NewString(), UserID: u.ID, Hash: randomBytes(32),
 			CreatedAt: now, ExpiresAt: now.Add(p.PINValidity())},
 		SendWindowStart:    now.Add(-p.SendWindow()),

@@ -37,7 +37,8 @@ func always(v verity.PINVerdict) func(*verity.User, *verity.PIN) verity.PINVerdi
 func mustStart(t *testing.T, s verity.Store, u *verity.User, now time.Time) *verity.PIN {
 	t.Helper()
 	start := startAt(u, now)
-	ok, seen, err := s.StartPIN(context.Background(), start)
+	st, err := s.StartPIN(context.Background(), start)
+	ok, seen := st.Started, st.Seen
 	if err != nil || !ok {
 		t.Fatalf("StartPIN at %v = %v, %+v, %v; want started", now, ok, seen, err)
 	}
@@ -175,10 +176,39 @@ func testPINs(t *testing.T, open Open) {
 		wantCode(t, "UserWithPIN(other service)", err, verity.ENOTFOUND)
 	})
 
+	t.Run("StartPIN returns the user it read, and only through its service", func(t *testing.T) {
+		f := newFixture(t, open)
+		st, err := f.store.StartPIN(ctx, startAt(f.user, t0))
+		if err != nil || !st.Started {
+			t.Fatalf("StartPIN = %+v, %v", st, err)
+		}
+		want := *f.user
+		want.LastMethod = "sms"
+		if diff := cmp.Diff(&want, st.User); diff != "" {
+			t.Fatalf("StartPIN's user mismatch (-want +got):\n%s", diff)
+		}
+		refused, err := f.store.StartPIN(ctx, startAt(f.user, t0.Add(time.Second)))
+		if err != nil || refused.Started || refused.User == nil || refused.User.ID != f.user.ID {
+			t.Fatalf("refused StartPIN = %+v, %v; want the user and not started", refused, err)
+		}
+		other := mustService(t, f.store, f.account, "Other")
+		s := startAt(f.user, t0.Add(time.Hour))
+		s.ServiceID = other.ID
+		_, err = f.store.StartPIN(ctx, s)
+		wantCode(t, "StartPIN(other service)", err, verity.ENOTFOUND)
+		s.ServiceID, s.PIN.UserID = f.service.ID, "no-such-user"
+		_, err = f.store.StartPIN(ctx, s)
+		wantCode(t, "StartPIN(no such user)", err, verity.ENOTFOUND)
+		if got, err := f.store.PendingPIN(ctx, f.user.ID); err != nil || !got.CreatedAt.Equal(t0) {
+			t.Fatalf("after refused starts, the pending PIN is %+v, %v; want the first one", got, err)
+		}
+	})
+
 	t.Run("a second send inside the resend interval is refused with the history", func(t *testing.T) {
 		f := newFixture(t, open)
 		first := mustStart(t, f.store, f.user, t0)
-		ok, seen, err := f.store.StartPIN(ctx, startAt(f.user, t0.Add(29*time.Second)))
+		st, err := f.store.StartPIN(ctx, startAt(f.user, t0.Add(29*time.Second)))
+		ok, seen := st.Started, st.Seen
 		if err != nil || ok {
 			t.Fatalf("StartPIN inside 30 s = %v, %v; want refused", ok, err)
 		}
@@ -208,7 +238,8 @@ func testPINs(t *testing.T, open Open) {
 			mustStart(t, f.store, f.user, now)
 			now = now.Add(31 * time.Second)
 		}
-		ok, seen, err := f.store.StartPIN(ctx, startAt(f.user, now))
+		st, err := f.store.StartPIN(ctx, startAt(f.user, now))
+		ok, seen := st.Started, st.Seen
 		if err != nil || ok || seen.SendsInWindow != 5 || !seen.OldestInWindow.Equal(t0) {
 			t.Fatalf("sixth StartPIN = %v, %+v, %v; want refused with 5 sends since t0", ok, seen, err)
 		}
@@ -289,7 +320,8 @@ func testPINs(t *testing.T, open Open) {
 		if u.FailureCount != 10 || !u.FailureWindowStart.Equal(t0) {
 			t.Fatalf("failures = %d since %v, want 10 since %v", u.FailureCount, u.FailureWindowStart, t0)
 		}
-		ok, seen, err := f.store.StartPIN(ctx, startAt(f.user, now))
+		st, err := f.store.StartPIN(ctx, startAt(f.user, now))
+		ok, seen := st.Started, st.Seen
 		if err != nil || ok || seen.Failures != 10 {
 			t.Fatalf("StartPIN while locked = %v, %+v, %v; want refused", ok, seen, err)
 		}
@@ -393,8 +425,8 @@ func testPINConcurrency(t *testing.T, open Open) {
 	t.Run("of 50 concurrent starts exactly one passes the resend interval", func(t *testing.T) {
 		f := newFixture(t, open)
 		started := parallel(t, 50, func(int) (bool, error) {
-			ok, _, err := f.store.StartPIN(ctx, startAt(f.user, t0))
-			return ok, err
+			st, err := f.store.StartPIN(ctx, startAt(f.user, t0))
+			return st.Started, err
 		})
 		if started != 1 {
 			t.Fatalf("%d starts passed, want exactly 1", started)
@@ -406,8 +438,8 @@ func testPINConcurrency(t *testing.T, open Open) {
 		started := parallel(t, 50, func(i int) (bool, error) {
 			s := startAt(f.user, t0)
 			s.ResendNotBefore = t0.Add(time.Hour) // only MaxSends limits here
-			ok, _, err := f.store.StartPIN(ctx, s)
-			return ok, err
+			st, err := f.store.StartPIN(ctx, s)
+			return st.Started, err
 		})
 		if want := verity.DefaultSettings().MaxSends; started != want {
 			t.Fatalf("%d starts passed, want exactly %d", started, want)
