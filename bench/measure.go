@@ -31,30 +31,45 @@ const noisy = 0.3
 // noise is the larger of a row's two "other processes" figures.
 func (s *scenarioResult) noise() float64 { return max(s.Closed.OtherCPUCores, s.Open.OtherCPUCores) }
 
+// startCeilingServer starts the HTTP ceiling server: this program's hidden
+// subcommand, a minimal net/http server in its own process.
+func (r *runner) startCeilingServer(ctx context.Context) (*process, *target, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := startProcess(ctx, "ceiling server", exe, addr, ceilingServerCommand, addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	r.track(p)
+	tg, err := newTarget(p.base, "")
+	if err != nil {
+		r.release(p)
+		return nil, nil, err
+	}
+	return p, tg, nil
+}
+
+// ceilingScenario is the HTTP ceiling's load: one check-sized PUT.
+func ceilingScenario() *fixedScenario {
+	return &fixedScenario{req: request{method: "PUT", path: "/ceiling", body: tokenBody("123456"), want: 200, label: "ceiling"}}
+}
+
 // measureHTTPCeiling measures the HTTP ceiling server the way the
 // scenarios are measured.
 func (r *runner) measureHTTPCeiling(ctx context.Context) (scenarioResult, error) {
 	logf("HTTP ceiling")
 	busy := waitQuiet(ctx, r.cfg.quietWait)
-	exe, err := os.Executable()
+	p, tg, err := r.startCeilingServer(ctx)
 	if err != nil {
 		return scenarioResult{}, err
 	}
-	addr, err := freeAddr()
-	if err != nil {
-		return scenarioResult{}, err
-	}
-	p, err := startProcess(ctx, "ceiling server", exe, addr, ceilingServerCommand, addr)
-	if err != nil {
-		return scenarioResult{}, err
-	}
-	r.track(p)
-	sc := &fixedScenario{req: request{method: "PUT", path: "/ceiling", body: tokenBody("123456"), want: 200, label: "ceiling"}}
-	tg, err := newTarget(p.base, "")
-	if err != nil {
-		r.release(p)
-		return scenarioResult{}, err
-	}
+	sc := ceilingScenario()
 	m, err := measure(ctx, sc, tg, r.cfg, p.pid)
 	tg.close()
 	rss, _ := peakRSS(p.pid)
@@ -69,6 +84,39 @@ func (r *runner) measureHTTPCeiling(ctx context.Context) (scenarioResult, error)
 		res.Notes = append(res.Notes, fmt.Sprintf("the machine was still %.2f cores busy with other work when this started", busy))
 	}
 	return res, nil
+}
+
+// measureLatencyFloors drives the HTTP ceiling server in open loop at each
+// measured row's open-loop rate, with the same connections: the latency a
+// server that does nothing shows at the same offered load, on this machine,
+// with this generator beside it. A row's p99 cannot be expected to beat it.
+func (r *runner) measureLatencyFloors(ctx context.Context) error {
+	var rows []*scenarioResult
+	for i := range r.results.Scenarios {
+		if s := &r.results.Scenarios[i]; s.Skipped == "" && s.Open.TargetRate >= 1 && s.Open.Ops > 0 {
+			rows = append(rows, s)
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	logf("latency floors: the HTTP ceiling server at each row's open-loop rate")
+	p, tg, err := r.startCeilingServer(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.release(p)
+	defer tg.close()
+	for _, s := range rows {
+		waitQuiet(ctx, r.cfg.quietWait)
+		ph, err := measureOpen(ctx, ceilingScenario(), tg, s.Open.TargetRate, r.cfg.openDur, r.cfg.openConns, newMeters(p.pid, false))
+		if err != nil {
+			return fmt.Errorf("latency floor at %.0f/s: %w", s.Open.TargetRate, err)
+		}
+		floor := newPhaseJSON(ph, s.Open.TargetRate)
+		s.LatencyFloor = &floor
+	}
+	return nil
 }
 
 // remeasureNoisyHTTPCeiling measures the HTTP ceiling again when other

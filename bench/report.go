@@ -61,7 +61,10 @@ type scenarioResult struct {
 	BenchCPUPerOp float64   `json:"bench_cpu_us_per_op"`
 	DBCPUPerOp    float64   `json:"postgres_cpu_us_per_op,omitempty"`
 	PeakRSSMB     float64   `json:"server_peak_rss_mb"`
-	Notes         []string  `json:"notes,omitempty"`
+	// LatencyFloor is the HTTP ceiling server driven at this row's
+	// open-loop rate: the latency of doing nothing at the same load.
+	LatencyFloor *phaseJSON `json:"latency_floor,omitempty"`
+	Notes        []string   `json:"notes,omitempty"`
 }
 
 func newScenarioResult(name, description string, m measurement, rss int64) scenarioResult {
@@ -169,8 +172,8 @@ func (r *results) markdown() string {
 	fmt.Fprintf(&b, "\n### Verity benchmark, %s: %s, %d users, %d connections\n\n", r.Date, r.Backend, r.Seed.Users, r.Config["connections"])
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s RAM, Linux %s, %s. Command: `%s`.\n\n",
 		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.MemTotal, r.Machine.Kernel, r.Machine.GoVersion, r.Command)
-	b.WriteString("| scenario | peak ops/s | % of HTTP ceiling | % of storage ceiling | p50 ms | p90 ms | p99 ms | p99.9 ms | CPU µs/op | peak RSS MB | errors |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| scenario | peak ops/s | % of HTTP ceiling | % of storage ceiling | p50 ms | p90 ms | p99 ms | p99.9 ms | floor p99 ms | CPU µs/op | peak RSS MB | errors |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	rows := slices.Clone(r.Scenarios)
 	if r.HTTPCeiling != nil {
 		rows = append(rows, *r.HTTPCeiling)
@@ -181,7 +184,7 @@ func (r *results) markdown() string {
 			if why == "" {
 				why = "error: " + firstLine(s.Error)
 			}
-			fmt.Fprintf(&b, "| %s | %s | | | | | | | | | |\n", s.Name, why)
+			fmt.Fprintf(&b, "| %s | %s | | | | | | | | | | |\n", s.Name, why)
 			continue
 		}
 		name := s.Name
@@ -189,12 +192,16 @@ func (r *results) markdown() string {
 			name += fmt.Sprintf(" (%s users/s)", num(s.UsersPerSec))
 		}
 		l := s.Open.Latency
-		fmt.Fprintf(&b, "| %s | %s | %.0f%% | %.0f%% | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | %d |\n",
-			name, num(s.Peak), s.PctHTTP, s.PctStorage, l.P50, l.P90, l.P99, l.P999, s.CPUPerOp, s.PeakRSSMB, s.Closed.Errors+s.Open.Errors)
+		floor := ""
+		if s.LatencyFloor != nil {
+			floor = fmt.Sprintf("%.2f", s.LatencyFloor.Latency.P99)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.0f%% | %.0f%% | %.2f | %.2f | %.2f | %.2f | %s | %.0f | %.0f | %d |\n",
+			name, num(s.Peak), s.PctHTTP, s.PctStorage, l.P50, l.P90, l.P99, l.P999, floor, s.CPUPerOp, s.PeakRSSMB, s.Closed.Errors+s.Open.Errors)
 	}
 	if st := r.Storage; st != nil {
 		l := st.CheckPIN.Latency
-		fmt.Fprintf(&b, "| storage ceiling (%s, in-process, closed loop) | %s | | 100%% | %.2f | %.2f | %.2f | %.2f | | | %d |\n",
+		fmt.Fprintf(&b, "| storage ceiling (%s, in-process, closed loop) | %s | | 100%% | %.2f | %.2f | %.2f | %.2f | | | | %d |\n",
 			st.Backend, num(st.CheckPIN.OpsPerSec), l.P50, l.P90, l.P99, l.P999, st.CheckPIN.Errors)
 	}
 	if pb := r.Pgbench; pb != nil {
@@ -202,6 +209,7 @@ func (r *results) markdown() string {
 	}
 	b.WriteString("\nLatencies are from the open loop at " + fmt.Sprint(r.Config["open_fraction"]) +
 		" × each row's peak, measured from each request's scheduled send time; the storage row's are per store call under the closed loop. " +
+		"Floor p99 is the HTTP ceiling server's p99 when driven the same way at the same rate: the latency of a server that does nothing, on this machine, with the generator beside it. " +
 		"CPU µs/op is the server process's user+system time over both measured phases divided by their requests.\n\n")
 	if st := r.Storage; st != nil {
 		fmt.Fprintf(&b, "- storage ceiling (%s, %d users, %d workers): the check mix as checks make it, one CheckPIN each (read, judge, write) %s/s; "+
