@@ -88,6 +88,10 @@ const (
 	ConsumeIt
 	// CountIt counts a wrong try against the PIN and the user's failure budget.
 	CountIt
+	// ToTheApp changes nothing either: the user's authenticator app is to
+	// check the code, and the store returns it (when it is active) in
+	// PINChecked.Factor, read in the same operation.
+	ToTheApp
 )
 
 // PINCheck asks the store to check a code against a user's pending PIN as
@@ -114,6 +118,9 @@ type PINChecked struct {
 	User    *User
 	PIN     *PIN // nil when the user has none
 	Verdict PINVerdict
+	// Factor is the user's active authenticator app after a ToTheApp
+	// verdict, nil when the user has none (and after any other verdict).
+	Factor *Factor
 	// Applied reports that the verdict's write happened. A ConsumeIt or
 	// CountIt verdict that is not applied lost to concurrent checks every
 	// time the store tried.

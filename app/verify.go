@@ -218,18 +218,11 @@ func (a *App) CheckVerification(ctx context.Context, acct *verity.Account, servi
 	if err != nil || res.route == routeDone {
 		return res.Checked, err
 	}
-	if res.route == routeNoPIN && c.Method != "" {
-		return Checked{}, verity.Errorf(verity.ENOTFOUND, "there is no pending verification for this user")
-	}
 	// The user's latest start was "totp", or "totp" was asked for, or no
 	// PIN is pending and no method was named: the authenticator app
-	// decides, if the user has one.
-	factor, err := a.activeFactor(ctx, res.user)
-	if err != nil {
-		return Checked{}, err
-	}
-	if factor != nil {
-		return a.checkTOTP(ctx, res.user, factor, policy, c.Token)
+	// decides, if the user has one (the store read it with the user).
+	if res.factor != nil {
+		return a.checkTOTP(ctx, res.user, res.factor, policy, c.Token)
 	}
 	if res.route == routeApp {
 		// "totp" for a user without an app was answered with an SMS PIN.
@@ -250,8 +243,9 @@ const (
 
 type pinCheckResult struct {
 	Checked
-	route int
-	user  *verity.User
+	route  int
+	user   *verity.User
+	factor *verity.Factor // the user's active app, read when the route is not routeDone
 }
 
 // checkPIN checks the code against the pending SMS PIN in one store call.
@@ -265,7 +259,10 @@ func (a *App) checkPIN(ctx context.Context, serviceID, userID string, policy ver
 		switch {
 		case appFirst && (c.Method == MethodTOTP || u.LastMethod == MethodTOTP):
 			res.route = routeApp
-			return verity.LeaveAsIs
+			return verity.ToTheApp
+		case pin == nil && c.Method == "":
+			res.route = routeNoPIN
+			return verity.ToTheApp
 		case pin == nil:
 			res.route = routeNoPIN
 			return verity.LeaveAsIs
@@ -291,7 +288,8 @@ func (a *App) checkPIN(ctx context.Context, serviceID, userID string, policy ver
 	if err != nil {
 		return pinCheckResult{}, notFound(err, "no such user")
 	}
-	if out.Verdict != verity.LeaveAsIs && !out.Applied {
+	res.factor = out.Factor
+	if (out.Verdict == verity.ConsumeIt || out.Verdict == verity.CountIt) && !out.Applied {
 		// Concurrent checks kept changing the PIN under this one: it lost.
 		res.Result = ResultInvalid
 		if out.Verdict == verity.CountIt {

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -145,6 +146,22 @@ func TestHotPathStoreCalls(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("an authenticator code", func(t *testing.T) {
+		appUID := e.user(auth, sid, "app", "+3725555557")
+		secret, _ := e.enrolApp(auth, sid, appUID)
+		counter.reset()
+		r := e.do(auth, "PUT", authPath(sid, appUID), map[string]any{"token": appCode(t, secret, e.clock.Now())})
+		if r.Status != 200 || r.Body["method"] != "totp" || r.Body["verified"] != true {
+			t.Fatalf("authenticator check = %s, want verified by totp", r)
+		}
+		got := counter.reset()
+		// The user's app is read with the user, in CheckPIN.
+		want := map[string]int{"CheckPIN": 1, "UseStep": 1}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("store calls = %v, want %v", got, want)
+		}
+	})
 
 	t.Run("a right PIN", func(t *testing.T) {
 		e.clock.Advance(31e9)

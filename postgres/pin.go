@@ -176,7 +176,7 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 			return verity.PINChecked{}, err
 		}
 		out = verity.PINChecked{User: u, PIN: p, Verdict: c.Judge(u, p)}
-		if p == nil {
+		if p == nil && (out.Verdict == verity.ConsumeIt || out.Verdict == verity.CountIt) {
 			out.Verdict = verity.LeaveAsIs // nothing to apply it to
 		}
 		switch out.Verdict {
@@ -184,6 +184,14 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 			out.Applied, err = db.ConsumePIN(ctx, c.Consume(p))
 		case verity.CountIt:
 			out.Applied, err = db.CountFailedTry(ctx, c.FailedTry(p))
+		case verity.ToTheApp:
+			f, err := db.Factor(ctx, u.ID)
+			if err == nil && f.Status == verity.FactorActive {
+				out.Factor = f
+			} else if verity.ErrorCode(err) != verity.ENOTFOUND {
+				return out, err
+			}
+			return out, nil
 		default:
 			return out, nil
 		}

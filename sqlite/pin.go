@@ -156,7 +156,7 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 		}
 		out.User, out.PIN = u, p
 		out.Verdict = c.Judge(u, p)
-		if p == nil && out.Verdict != verity.LeaveAsIs {
+		if p == nil && (out.Verdict == verity.ConsumeIt || out.Verdict == verity.CountIt) {
 			out.Verdict = verity.LeaveAsIs // nothing to apply it to
 		}
 		switch out.Verdict {
@@ -166,6 +166,13 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 		case verity.CountIt:
 			out.Applied, err = countFailedTry(tx, c.FailedTry(p))
 			return err // errRollback undoes a half-counted try
+		case verity.ToTheApp:
+			out.Factor, err = scanFactor(tx.QueryRow(
+				`SELECT `+factorColumns+` FROM factors WHERE user_id = ? AND status = 'active'`, u.ID))
+			if err == sql.ErrNoRows {
+				out.Factor, err = nil, nil
+			}
+			return err
 		}
 		return nil
 	})

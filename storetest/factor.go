@@ -182,6 +182,37 @@ func testFactors(t *testing.T, open Open) {
 	})
 }
 
+func testFactorsInChecks(t *testing.T, open Open) {
+	ctx := context.Background()
+	t.Run("a check left to the app returns the user's active factor, read with it", func(t *testing.T) {
+		fx := newFixture(t, open)
+		toApp := checkAt(fx, t0, always(verity.ToTheApp))
+		out, err := fx.store.CheckPIN(ctx, toApp)
+		if err != nil || out.Factor != nil || out.Verdict != verity.ToTheApp || out.Applied {
+			t.Fatalf("CheckPIN(to the app, no factor) = %+v, %v; want no factor", out, err)
+		}
+		f := pendingFactor(fx.user, "k1")
+		if err := fx.store.PutPendingFactor(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := fx.store.CheckPIN(ctx, toApp); err != nil || out.Factor != nil {
+			t.Fatalf("CheckPIN(to the app, pending factor) = %+v, %v; want no factor", out, err)
+		}
+		mustActivate(t, fx.store, f, 7, nil)
+		out, err = fx.store.CheckPIN(ctx, toApp)
+		if err != nil || out.Factor == nil || out.Factor.ID != f.ID || out.Factor.Status != verity.FactorActive || out.Factor.LastStep != 7 {
+			t.Fatalf("CheckPIN(to the app, active factor) = %+v (factor %+v), %v; want the active factor at step 7", out, out.Factor, err)
+		}
+		if out, err := fx.store.CheckPIN(ctx, checkAt(fx, t0, always(verity.LeaveAsIs))); err != nil || out.Factor != nil {
+			t.Fatalf("CheckPIN(leave as is) = %+v, %v; want no factor read", out, err)
+		}
+		u, _ := fx.store.User(ctx, fx.service.ID, fx.user.ID)
+		if u.FailureCount != 0 {
+			t.Fatalf("checks left to the app counted %d failures", u.FailureCount)
+		}
+	})
+}
+
 func testFactorConcurrency(t *testing.T, open Open) {
 	ctx := context.Background()
 

@@ -25,6 +25,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("pins", func(t *testing.T) { testPINs(t, open) })
 	t.Run("pin concurrency", func(t *testing.T) { testPINConcurrency(t, open) })
 	t.Run("factors", func(t *testing.T) { testFactors(t, open) })
+	t.Run("factors in checks", func(t *testing.T) { testFactorsInChecks(t, open) })
 	t.Run("factor concurrency", func(t *testing.T) { testFactorConcurrency(t, open) })
 	t.Run("copy", func(t *testing.T) { testCopy(t, open) })
 }
