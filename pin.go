@@ -88,10 +88,13 @@ const (
 	ConsumeIt
 	// CountIt counts a wrong try against the PIN and the user's failure budget.
 	CountIt
-	// ToTheApp changes nothing either: the user's authenticator app is to
-	// check the code, and the store returns it (when it is active) in
-	// PINChecked.Factor, read in the same operation.
+	// ToTheApp leaves the PIN as it is: the user's authenticator app is to
+	// check the code. The store reads the app (when it is active), returns
+	// it in PINChecked.Factor and, if JudgeApp is set, applies its verdict
+	// in the same operation.
 	ToTheApp
+	// UseStepIt (from JudgeApp) accepts the app code's time step: see StepUse.
+	UseStepIt
 )
 
 // PINCheck asks the store to check a code against a user's pending PIN as
@@ -106,6 +109,12 @@ type PINCheck struct {
 	// state between the store's read and its write; it must be quick, must
 	// not call the store, and its last call is the one that counts.
 	Judge func(u *User, p *PIN) PINVerdict
+	// JudgeApp, after a ToTheApp verdict, sees the user and its active app
+	// and decides: UseStepIt with the step the code matched, CountIt for a
+	// wrong code (counted against the user's failure budget alone), or
+	// LeaveAsIs. Like Judge it may be called again after a lost race, must
+	// be quick and must not call the store. Nil: the app is only read.
+	JudgeApp func(u *User, f *Factor) (v PINVerdict, step int64)
 
 	Now                time.Time
 	MaxAttempts        int
@@ -121,6 +130,10 @@ type PINChecked struct {
 	// Factor is the user's active authenticator app after a ToTheApp
 	// verdict, nil when the user has none (and after any other verdict).
 	Factor *Factor
+	// AppVerdict is JudgeApp's verdict, when it was asked, and Step the
+	// step it named.
+	AppVerdict PINVerdict
+	Step       int64
 	// Applied reports that the verdict's write happened. A ConsumeIt or
 	// CountIt verdict that is not applied lost to concurrent checks every
 	// time the store tried.
@@ -130,6 +143,20 @@ type PINChecked struct {
 // Consume returns the ConsumePIN request that applies a ConsumeIt verdict to p.
 func (c PINCheck) Consume(p *PIN) PINConsume {
 	return PINConsume{PINID: p.ID, UserID: p.UserID, Now: c.Now, MaxAttempts: c.MaxAttempts,
+		FailureWindowStart: c.FailureWindowStart, FailureLimit: c.FailureLimit}
+}
+
+// StepUse returns the StepUse request that applies JudgeApp's UseStepIt
+// verdict to f.
+func (c PINCheck) StepUse(f *Factor, step int64) StepUse {
+	return StepUse{FactorID: f.ID, UserID: f.UserID, Step: step, Now: c.Now,
+		FailureWindowStart: c.FailureWindowStart, FailureLimit: c.FailureLimit}
+}
+
+// AppFailedTry returns the FailedTry request that applies JudgeApp's
+// CountIt verdict: a wrong code counted against the user alone.
+func (c PINCheck) AppFailedTry(u *User) FailedTry {
+	return FailedTry{UserID: u.ID, Now: c.Now, MaxAttempts: c.MaxAttempts,
 		FailureWindowStart: c.FailureWindowStart, FailureLimit: c.FailureLimit}
 }
 

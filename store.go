@@ -43,8 +43,9 @@ type Store interface {
 	// UserWithPIN returns the user id of service serviceID and its newest PIN
 	// (nil when it has none) in one read.
 	UserWithPIN(ctx context.Context, serviceID, id string) (*User, *PIN, error)
-	// CheckPIN checks a code against the user's pending PIN as one atomic
-	// state change (see PINCheck): the check path's one store call. A store
+	// CheckPIN checks a code against the user's pending PIN, or against the
+	// user's authenticator app, as one atomic state change (see PINCheck):
+	// the check path's one store call. A store
 	// that can hold its read and its write under one lock does; one that
 	// cannot applies the verdict conditionally and, when a concurrent check
 	// changed the state in between, reads and judges again, a bounded

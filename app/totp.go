@@ -183,39 +183,6 @@ func (a *App) DeleteTOTP(ctx context.Context, acct *verity.Account, serviceID, u
 	return notFound(a.store.DeleteFactor(ctx, user.ID), "the user has no authenticator app")
 }
 
-// checkTOTP checks an authenticator code. A code's time step is accepted at
-// most once, and never one at or before the last accepted step.
-func (a *App) checkTOTP(ctx context.Context, user *verity.User, f *verity.Factor, policy verity.Settings, token string) (Checked, error) {
-	now := a.Now()
-	checked := func(result string) (Checked, error) {
-		return Checked{Method: MethodTOTP, Verified: result == ResultVerified, Result: result}, nil
-	}
-	if userLockedOut(user, policy, now) {
-		return checked(ResultThrottled)
-	}
-	seed, err := a.openSeed(f)
-	if err != nil {
-		return Checked{}, err
-	}
-	step, ok := totp.Match(seed, token, now, factorParams(f, policy.TOTPWindow))
-	switch {
-	case ok && step <= f.LastStep:
-		return checked(ResultInvalid) // a replay: not a guess, so not counted
-	case ok:
-		used, err := a.store.UseStep(ctx, verity.StepUse{FactorID: f.ID, UserID: user.ID, Step: step, Now: now,
-			FailureWindowStart: now.Add(-policy.FailureWindow()), FailureLimit: policy.FailureLimit})
-		if err != nil {
-			return Checked{}, err
-		}
-		if used {
-			return checked(ResultVerified)
-		}
-		return a.lostRace(ctx, user, policy, now, MethodTOTP)
-	default:
-		return a.countWrong(ctx, user, policy, now, MethodTOTP)
-	}
-}
-
 // checkRecovery consumes a recovery code.
 func (a *App) checkRecovery(ctx context.Context, user *verity.User, policy verity.Settings, token string) (Checked, error) {
 	now := a.Now()
@@ -245,19 +212,6 @@ func (a *App) countWrong(ctx context.Context, user *verity.User, policy verity.S
 		return Checked{Method: method, Result: ResultInvalid}, nil
 	}
 	return Checked{Method: method, Result: ResultThrottled}, nil
-}
-
-// lostRace explains a right code that the store refused: either the user
-// got locked out meanwhile or a concurrent check used the step first.
-func (a *App) lostRace(ctx context.Context, user *verity.User, policy verity.Settings, now time.Time, method string) (Checked, error) {
-	fresh, err := a.store.User(ctx, user.ServiceID, user.ID)
-	if err != nil {
-		return Checked{}, notFound(err, "no such user")
-	}
-	if userLockedOut(fresh, policy, now) {
-		return Checked{Method: method, Result: ResultThrottled}, nil
-	}
-	return Checked{Method: method, Result: ResultInvalid}, nil
 }
 
 func (a *App) failedTry(user *verity.User, policy verity.Settings, now time.Time, pinID string) verity.FailedTry {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/totp"
 )
 
 // Verification methods of the Verigator API.
@@ -219,11 +220,7 @@ func (a *App) CheckVerification(ctx context.Context, acct *verity.Account, servi
 		return res.Checked, err
 	}
 	// The user's latest start was "totp", or "totp" was asked for, or no
-	// PIN is pending and no method was named: the authenticator app
-	// decides, if the user has one (the store read it with the user).
-	if res.factor != nil {
-		return a.checkTOTP(ctx, res.user, res.factor, policy, c.Token)
-	}
+	// PIN is pending and no method was named, and the user has no app.
 	if res.route == routeApp {
 		// "totp" for a user without an app was answered with an SMS PIN.
 		res, err = a.checkPIN(ctx, serviceID, userID, policy, c, false)
@@ -243,14 +240,16 @@ const (
 
 type pinCheckResult struct {
 	Checked
-	route  int
-	user   *verity.User
-	factor *verity.Factor // the user's active app, read when the route is not routeDone
+	route int
+	user  *verity.User
+	err   error // the app's seed could not be opened
 }
 
-// checkPIN checks the code against the pending SMS PIN in one store call.
-// With appFirst, a user whose latest start was "totp" (or, for method
-// "totp", any user) is left to the authenticator app.
+// checkPIN checks the code in one store call: against the pending SMS PIN,
+// or, with appFirst, for a user whose latest start was "totp" (or, for
+// method "totp", any user), against the user's authenticator app. A code's
+// time step is accepted at most once, and never one at or before the app's
+// last accepted step.
 func (a *App) checkPIN(ctx context.Context, serviceID, userID string, policy verity.Settings, c Check, appFirst bool) (pinCheckResult, error) {
 	now := a.Now()
 	var res pinCheckResult
@@ -280,19 +279,46 @@ func (a *App) checkPIN(ctx context.Context, serviceID, userID string, policy ver
 		}
 		return verity.CountIt // res.Result is INVALID
 	}
+	judgeApp := func(u *verity.User, f *verity.Factor) (verity.PINVerdict, int64) {
+		res = pinCheckResult{route: routeDone, user: u, Checked: Checked{Method: MethodTOTP, Result: ResultInvalid}}
+		if userLockedOut(u, policy, now) {
+			res.Result = ResultThrottled
+			return verity.LeaveAsIs, 0
+		}
+		seed, err := a.openSeed(f)
+		if err != nil {
+			res.err = err
+			return verity.LeaveAsIs, 0
+		}
+		step, ok := totp.Match(seed, c.Token, now, factorParams(f, policy.TOTPWindow))
+		switch {
+		case ok && step <= f.LastStep:
+			return verity.LeaveAsIs, 0 // a replay: INVALID, and not a guess, so not counted
+		case ok:
+			res.Result = ResultVerified
+			return verity.UseStepIt, step
+		}
+		return verity.CountIt, 0 // a wrong code: INVALID
+	}
 	out, err := a.store.CheckPIN(ctx, verity.PINCheck{
-		ServiceID: serviceID, UserID: userID, Judge: judge,
+		ServiceID: serviceID, UserID: userID, Judge: judge, JudgeApp: judgeApp,
 		Now: now, MaxAttempts: policy.MaxAttempts,
 		FailureWindowStart: now.Add(-policy.FailureWindow()), FailureLimit: policy.FailureLimit,
 	})
 	if err != nil {
 		return pinCheckResult{}, notFound(err, "no such user")
 	}
-	res.factor = out.Factor
-	if (out.Verdict == verity.ConsumeIt || out.Verdict == verity.CountIt) && !out.Applied {
-		// Concurrent checks kept changing the PIN under this one: it lost.
+	if res.err != nil {
+		return pinCheckResult{}, res.err
+	}
+	verdict := out.Verdict
+	if verdict == verity.ToTheApp {
+		verdict = out.AppVerdict
+	}
+	if verdict != verity.LeaveAsIs && verdict != verity.ToTheApp && !out.Applied {
+		// Concurrent checks kept changing the state under this one: it lost.
 		res.Result = ResultInvalid
-		if out.Verdict == verity.CountIt {
+		if verdict == verity.CountIt {
 			res.Result = ResultThrottled // the counters had no room left
 		}
 	}

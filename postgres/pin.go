@@ -163,8 +163,9 @@ func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.Us
 // checkPINRounds bounds how often CheckPIN reads again after losing a race.
 const checkPINRounds = 3
 
-// CheckPIN reads, judges, then applies the verdict with ConsumePIN's or
-// CountFailedTry's conditional write, which other nodes cannot slip past.
+// CheckPIN reads, judges, then applies the verdict with ConsumePIN's,
+// CountFailedTry's or UseStep's conditional write, which other nodes cannot
+// slip past.
 // Holding a row lock across the judge would cost two more round trips per
 // check; instead, when the write finds that a concurrent check changed the
 // state since the read, it reads and judges again.
@@ -186,12 +187,28 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 			out.Applied, err = db.CountFailedTry(ctx, c.FailedTry(p))
 		case verity.ToTheApp:
 			f, err := db.Factor(ctx, u.ID)
-			if err == nil && f.Status == verity.FactorActive {
-				out.Factor = f
-			} else if verity.ErrorCode(err) != verity.ENOTFOUND {
+			if verity.ErrorCode(err) == verity.ENOTFOUND || (err == nil && f.Status != verity.FactorActive) {
+				return out, nil
+			} else if err != nil {
 				return out, err
 			}
-			return out, nil
+			out.Factor = f
+			if c.JudgeApp == nil {
+				return out, nil
+			}
+			out.AppVerdict, out.Step = c.JudgeApp(u, f)
+			switch out.AppVerdict {
+			case verity.UseStepIt:
+				out.Applied, err = db.UseStep(ctx, c.StepUse(f, out.Step))
+			case verity.CountIt:
+				out.Applied, err = db.CountFailedTry(ctx, c.AppFailedTry(u))
+			default:
+				return out, nil
+			}
+			if err != nil || out.Applied {
+				return out, err
+			}
+			continue // a concurrent check won: read and judge again
 		default:
 			return out, nil
 		}

@@ -116,36 +116,41 @@ func (db *DB) DeleteFactor(ctx context.Context, userID string) error {
 // factor's last step, in one transaction: a replay hits the key and fails.
 func (db *DB) UseStep(ctx context.Context, u verity.StepUse) (bool, error) {
 	used := false
-	err := db.q.write(ctx, func(tx *wtx) error {
-		used = false
-		res, err := tx.Exec(`
-			UPDATE factors SET last_step = ?1
-			WHERE id = ?2 AND user_id = ?3 AND status = 'active' AND last_step < ?1
-			  AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?3 AND failure_count >= ?4 AND failure_window_start > ?5)`,
-			u.Step, u.FactorID, u.UserID, u.FailureLimit, micros(u.FailureWindowStart))
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return err
-		}
-		if _, err := tx.Exec(`INSERT INTO totp_used_steps (user_id, step, used_at) VALUES (?, ?, ?)`,
-			u.UserID, u.Step, micros(u.Now)); err != nil {
-			if verity.ErrorCode(translate("", err)) == verity.ECONFLICT {
-				return errRollback // a replay: the unique key refused it
-			}
-			return err
-		}
-		// Steps at or before last_step can never be accepted again, so older
-		// rows are dead weight: keep a few for the record, bounded per user.
-		if _, err := tx.Exec(`DELETE FROM totp_used_steps WHERE user_id = ? AND step < ?`,
-			u.UserID, u.Step-16); err != nil {
-			return err
-		}
-		used = true
-		return nil
+	err := db.q.write(ctx, func(tx *wtx) (err error) {
+		used, err = useStep(tx, u)
+		return err
 	})
 	return used, translate("sqlite.UseStep", err)
+}
+
+// useStep is UseStep's statements, for a write that runs in a savepoint: it
+// returns errRollback when the unique key refuses a replay.
+func useStep(tx *wtx, u verity.StepUse) (bool, error) {
+	res, err := tx.Exec(`
+		UPDATE factors SET last_step = ?1
+		WHERE id = ?2 AND user_id = ?3 AND status = 'active' AND last_step < ?1
+		  AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?3 AND failure_count >= ?4 AND failure_window_start > ?5)`,
+		u.Step, u.FactorID, u.UserID, u.FailureLimit, micros(u.FailureWindowStart))
+	if err != nil {
+		return false, err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return false, err
+	}
+	if _, err := tx.Exec(`INSERT INTO totp_used_steps (user_id, step, used_at) VALUES (?, ?, ?)`,
+		u.UserID, u.Step, micros(u.Now)); err != nil {
+		if verity.ErrorCode(translate("", err)) == verity.ECONFLICT {
+			return false, errRollback // a replay: the unique key refused it
+		}
+		return false, err
+	}
+	// Steps at or before last_step can never be accepted again, so older
+	// rows are dead weight: keep a few for the record, bounded per user.
+	if _, err := tx.Exec(`DELETE FROM totp_used_steps WHERE user_id = ? AND step < ?`,
+		u.UserID, u.Step-16); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // UseRecoveryCode marks one matching unused code used in one conditional UPDATE.

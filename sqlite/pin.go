@@ -135,8 +135,9 @@ func scanUserWithPIN(row *sql.Row) (*verity.User, *verity.PIN, error) {
 }
 
 // CheckPIN reads, judges and writes in one operation of the single writer,
-// inside its transaction: nothing can change the user or the PIN between
-// the read and the write. The read also runs on the writer's connection,
+// inside its transaction: nothing can change the user, the PIN or the app
+// between the read and the write. The judges run on the writer goroutine;
+// opening a seed may reload the keyring file after a key rotation. The read also runs on the writer's connection,
 // whose page cache stays warm, where a reader's is dropped after every
 // commit of the writer.
 func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecked, error) {
@@ -169,10 +170,20 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 		case verity.ToTheApp:
 			out.Factor, err = scanFactor(tx.QueryRow(
 				`SELECT `+factorColumns+` FROM factors WHERE user_id = ? AND status = 'active'`, u.ID))
-			if err == sql.ErrNoRows {
-				out.Factor, err = nil, nil
+			if err == sql.ErrNoRows || (err == nil && c.JudgeApp == nil) {
+				return nil
+			} else if err != nil {
+				return err
 			}
-			return err
+			out.AppVerdict, out.Step = c.JudgeApp(u, out.Factor)
+			switch out.AppVerdict {
+			case verity.UseStepIt:
+				out.Applied, err = useStep(tx, c.StepUse(out.Factor, out.Step))
+				return err // errRollback undoes a refused replay
+			case verity.CountIt:
+				out.Applied, err = countFailedTry(tx, c.AppFailedTry(u))
+				return err
+			}
 		}
 		return nil
 	})

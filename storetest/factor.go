@@ -211,6 +211,74 @@ func testFactorsInChecks(t *testing.T, open Open) {
 			t.Fatalf("checks left to the app counted %d failures", u.FailureCount)
 		}
 	})
+
+	t.Run("the app's verdict is applied in the same operation", func(t *testing.T) {
+		fx := newFixture(t, open)
+		f := pendingFactor(fx.user, "k1")
+		if err := fx.store.PutPendingFactor(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+		mustActivate(t, fx.store, f, 7, nil)
+		check := func(v verity.PINVerdict, step int64) verity.PINChecked {
+			t.Helper()
+			c := checkAt(fx, t0, always(verity.ToTheApp))
+			c.JudgeApp = func(u *verity.User, got *verity.Factor) (verity.PINVerdict, int64) {
+				if u.ID != fx.user.ID || got.ID != f.ID {
+					t.Errorf("JudgeApp saw user %s and factor %s", u.ID, got.ID)
+				}
+				return v, step
+			}
+			out, err := fx.store.CheckPIN(ctx, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		if out := check(verity.UseStepIt, 8); out.AppVerdict != verity.UseStepIt || out.Step != 8 || !out.Applied {
+			t.Fatalf("UseStepIt(8) = %+v, want applied", out)
+		}
+		if got, _ := fx.store.Factor(ctx, fx.user.ID); got.LastStep != 8 {
+			t.Fatalf("last step = %d after using step 8", got.LastStep)
+		}
+		for _, step := range []int64{8, 7} {
+			if out := check(verity.UseStepIt, step); out.Applied {
+				t.Fatalf("UseStepIt(%d) after step 8 = %+v, want refused", step, out)
+			}
+		}
+		if out := check(verity.CountIt, 0); !out.Applied {
+			t.Fatalf("CountIt = %+v, want applied", out)
+		}
+		if out := check(verity.LeaveAsIs, 0); out.Applied {
+			t.Fatalf("LeaveAsIs = %+v, want nothing applied", out)
+		}
+		u, _ := fx.store.User(ctx, fx.service.ID, fx.user.ID)
+		if u.FailureCount != 1 {
+			t.Fatalf("user failures = %d, want the one wrong app code", u.FailureCount)
+		}
+	})
+
+	t.Run("of 100 concurrent checks of one right app code exactly one uses its step", func(t *testing.T) {
+		fx := newFixture(t, open)
+		f := pendingFactor(fx.user, "k1")
+		if err := fx.store.PutPendingFactor(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+		mustActivate(t, fx.store, f, 7, nil)
+		wins := parallel(t, 100, func(int) (bool, error) {
+			c := checkAt(fx, t0, always(verity.ToTheApp))
+			c.JudgeApp = func(_ *verity.User, got *verity.Factor) (verity.PINVerdict, int64) {
+				if got.LastStep >= 8 {
+					return verity.LeaveAsIs, 0 // as the app judges a replay
+				}
+				return verity.UseStepIt, 8
+			}
+			out, err := fx.store.CheckPIN(ctx, c)
+			return out.AppVerdict == verity.UseStepIt && out.Applied, err
+		})
+		if wins != 1 {
+			t.Fatalf("%d checks used step 8, want exactly 1", wins)
+		}
+	})
 }
 
 func testFactorConcurrency(t *testing.T, open Open) {
