@@ -66,7 +66,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&cfg.closedDur, "closed", 5*time.Second, "measured time of each closed-loop (peak) phase")
 	fs.DurationVar(&cfg.openDur, "open", 5*time.Second, "measured time of each open-loop (latency) phase")
 	fs.Float64Var(&cfg.openFraction, "fraction", 0.5, "open-loop rate as a fraction of the closed-loop peak")
-	fs.DurationVar(&cfg.storageDur, "storage", 2*time.Second, "measured time of the storage ceiling's check mix (its three explanatory workloads get half each)")
+	fs.DurationVar(&cfg.storageDur, "storage", 2*time.Second, "measured time of the storage ceiling's CheckPIN mix (its four explanatory workloads get half each)")
 	fs.IntVar(&cfg.pool, "pool", 10000, "users in the check and mix PIN pools (and, up to 4000, in the storage ceiling)")
 	fs.IntVar(&cfg.wrong, "wrong", 1, "check scenario: wrong codes per PIN before the right one (0-9)")
 	fs.IntVar(&cfg.totpUsers, "totp-users", 1000, "totp scenario: users given an authenticator app before the first measurement")
