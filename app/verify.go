@@ -215,7 +215,7 @@ func (a *App) CheckVerification(ctx context.Context, acct *verity.Account, servi
 	// The common check is one store call: the PIN is judged and used (or the
 	// wrong try counted) as one state change.
 	appFirst := c.Method == MethodTOTP || c.Method == ""
-	res, err := a.checkPIN(ctx, serviceID, userID, policy, c, appFirst)
+	res, err := a.checkCode(ctx, serviceID, userID, policy, c, appFirst)
 	if err != nil || res.route == routeDone {
 		return res.Checked, err
 	}
@@ -223,7 +223,7 @@ func (a *App) CheckVerification(ctx context.Context, acct *verity.Account, servi
 	// PIN is pending and no method was named, and the user has no app.
 	if res.route == routeApp {
 		// "totp" for a user without an app was answered with an SMS PIN.
-		res, err = a.checkPIN(ctx, serviceID, userID, policy, c, false)
+		res, err = a.checkCode(ctx, serviceID, userID, policy, c, false)
 		if err != nil || res.route == routeDone {
 			return res.Checked, err
 		}
@@ -231,30 +231,30 @@ func (a *App) CheckVerification(ctx context.Context, acct *verity.Account, servi
 	return Checked{}, verity.Errorf(verity.ENOTFOUND, "there is no pending verification for this user")
 }
 
-// Where a PIN check leaves the request.
+// Where a code check leaves the request.
 const (
 	routeDone  = iota // answered
 	routeApp          // the authenticator app decides (when the user has one)
 	routeNoPIN        // no PIN pending: only an app could answer
 )
 
-type pinCheckResult struct {
+type codeCheckResult struct {
 	Checked
 	route int
 	user  *verity.User
 	err   error // the app's seed could not be opened
 }
 
-// checkPIN checks the code in one store call: against the pending SMS PIN,
+// checkCode checks the code in one store call: against the pending SMS PIN,
 // or, with appFirst, for a user whose latest start was "totp" (or, for
 // method "totp", any user), against the user's authenticator app. A code's
 // time step is accepted at most once, and never one at or before the app's
 // last accepted step.
-func (a *App) checkPIN(ctx context.Context, serviceID, userID string, policy verity.Settings, c Check, appFirst bool) (pinCheckResult, error) {
+func (a *App) checkCode(ctx context.Context, serviceID, userID string, policy verity.Settings, c Check, appFirst bool) (codeCheckResult, error) {
 	now := a.Now()
-	var res pinCheckResult
+	var res codeCheckResult
 	judge := func(u *verity.User, pin *verity.PIN) verity.PINVerdict {
-		res = pinCheckResult{route: routeDone, user: u, Checked: Checked{Method: MethodSMS, Result: ResultInvalid}}
+		res = codeCheckResult{route: routeDone, user: u, Checked: Checked{Method: MethodSMS, Result: ResultInvalid}}
 		switch {
 		case appFirst && (c.Method == MethodTOTP || u.LastMethod == MethodTOTP):
 			res.route = routeApp
@@ -280,7 +280,7 @@ func (a *App) checkPIN(ctx context.Context, serviceID, userID string, policy ver
 		return verity.CountIt // res.Result is INVALID
 	}
 	judgeApp := func(u *verity.User, f *verity.Factor) (verity.PINVerdict, int64) {
-		res = pinCheckResult{route: routeDone, user: u, Checked: Checked{Method: MethodTOTP, Result: ResultInvalid}}
+		res = codeCheckResult{route: routeDone, user: u, Checked: Checked{Method: MethodTOTP, Result: ResultInvalid}}
 		if userLockedOut(u, policy, now) {
 			res.Result = ResultThrottled
 			return verity.LeaveAsIs, 0
@@ -306,10 +306,10 @@ func (a *App) checkPIN(ctx context.Context, serviceID, userID string, policy ver
 		FailureWindowStart: now.Add(-policy.FailureWindow()), FailureLimit: policy.FailureLimit,
 	})
 	if err != nil {
-		return pinCheckResult{}, notFound(err, "no such user")
+		return codeCheckResult{}, notFound(err, "no such user")
 	}
 	if res.err != nil {
-		return pinCheckResult{}, res.err
+		return codeCheckResult{}, res.err
 	}
 	verdict := out.Verdict
 	if verdict == verity.ToTheApp {
