@@ -31,3 +31,23 @@ func TestSyncOption(t *testing.T) {
 		t.Fatal(`OpenWith(sync "off") succeeded, want an error`)
 	}
 }
+
+// TestWriterCacheSize checks that the writer's page cache is the larger one
+// CheckPIN's reads rely on, and that readers keep SQLite's default.
+func TestWriterCacheSize(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "v.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var writer, reader int
+	if err := db.writer.QueryRow("PRAGMA cache_size").Scan(&writer); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.reader.QueryRow("PRAGMA cache_size").Scan(&reader); err != nil {
+		t.Fatal(err)
+	}
+	if writer != -49152 || reader != -2000 {
+		t.Fatalf("PRAGMA cache_size: writer %d, reader %d; want -49152 (48 MiB) and SQLite's default -2000", writer, reader)
+	}
+}

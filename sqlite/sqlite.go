@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"net/url"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -97,7 +98,8 @@ func OpenWith(path string, opts Options) (*DB, error) {
 	}
 	// The path goes into a file: URI, where ?, # and % mean something.
 	uri := "file:" + strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(path)
-	writer, err := sql.Open("sqlite", uri+"?"+pragmas.Encode()+"&_txlock=immediate")
+	writerPragmas := url.Values{"_pragma": append(slices.Clone(pragmas["_pragma"]), "cache_size(-49152)")}
+	writer, err := sql.Open("sqlite", uri+"?"+writerPragmas.Encode()+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite writer: %w", err)
 	}
