@@ -134,9 +134,9 @@ type PINChecked struct {
 	// step it named.
 	AppVerdict PINVerdict
 	Step       int64
-	// Applied reports that the verdict's write happened. A ConsumeIt or
-	// CountIt verdict that is not applied lost to concurrent checks every
-	// time the store tried.
+	// Applied reports that the verdict's write happened (AppVerdict's,
+	// after ToTheApp). A verdict with a write that is not applied lost to
+	// concurrent checks every time the store tried.
 	Applied bool
 }
 

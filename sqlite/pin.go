@@ -136,10 +136,11 @@ func scanUserWithPIN(row *sql.Row) (*verity.User, *verity.PIN, error) {
 
 // CheckPIN reads, judges and writes in one operation of the single writer,
 // inside its transaction: nothing can change the user, the PIN or the app
-// between the read and the write. The judges run on the writer goroutine;
-// opening a seed may reload the keyring file after a key rotation. The read also runs on the writer's connection,
+// between the read and the write. The read runs on the writer's connection,
 // whose page cache stays warm, where a reader's is dropped after every
-// commit of the writer.
+// commit of the writer. The judges run on the writer goroutine, so every
+// write waits while they run; opening a seed may reload the keyring file
+// after a key rotation.
 func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecked, error) {
 	var out verity.PINChecked
 	err := db.q.write(ctx, func(tx *wtx) (err error) {
