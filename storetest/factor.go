@@ -264,9 +264,11 @@ func testFactorsInChecks(t *testing.T, open Open) {
 			t.Fatal(err)
 		}
 		mustActivate(t, fx.store, f, 7, nil)
+		gate := judgeGate(100, 2*time.Millisecond)
 		wins := parallel(t, 100, func(int) (bool, error) {
 			c := checkAt(fx, t0, always(verity.ToTheApp))
 			c.JudgeApp = func(_ *verity.User, got *verity.Factor) (verity.PINVerdict, int64) {
+				gate()
 				if got.LastStep >= 8 {
 					return verity.LeaveAsIs, 0 // as the app judges a replay
 				}

@@ -360,8 +360,10 @@ func testPINConcurrency(t *testing.T, open Open) {
 	t.Run("of 100 concurrent checks of one right code exactly one consumes", func(t *testing.T) {
 		f := newFixture(t, open)
 		mustStart(t, f.store, f.user, t0)
+		gate := judgeGate(100, 2*time.Millisecond)
 		wins := parallel(t, 100, func(int) (bool, error) {
 			out, err := f.store.CheckPIN(ctx, checkAt(f, t0.Add(time.Second), func(_ *verity.User, p *verity.PIN) verity.PINVerdict {
+				gate()
 				if p.ConsumedAt != nil {
 					return verity.LeaveAsIs // as the app judges a used PIN
 				}
@@ -378,8 +380,10 @@ func testPINConcurrency(t *testing.T, open Open) {
 		f := newFixture(t, open)
 		mustStart(t, f.store, f.user, t0)
 		maxAttempts := verity.DefaultSettings().MaxAttempts
+		gate := judgeGate(200, time.Millisecond)
 		counted := parallel(t, 200, func(int) (bool, error) {
 			out, err := f.store.CheckPIN(ctx, checkAt(f, t0.Add(time.Second), func(_ *verity.User, p *verity.PIN) verity.PINVerdict {
+				gate()
 				if p.Attempts >= maxAttempts {
 					return verity.LeaveAsIs // as the app judges a locked PIN
 				}

@@ -133,3 +133,27 @@ func parallel(t *testing.T, n int, fn func(i int) (bool, error)) int {
 	}
 	return wins
 }
+
+// judgeGate widens the race between a store's read and its write: each
+// judge waits until n judges have been called, or at most d. A store that
+// judges under the same lock as its write calls them one at a time (each
+// waits d and no race can open); one that reads first and writes later lets
+// all n see the same state before any of them writes.
+func judgeGate(n int, d time.Duration) func() {
+	var (
+		mu     sync.Mutex
+		called int
+		all    = make(chan struct{})
+	)
+	return func() {
+		mu.Lock()
+		if called++; called == n {
+			close(all)
+		}
+		mu.Unlock()
+		select {
+		case <-all:
+		case <-time.After(d):
+		}
+	}
+}
