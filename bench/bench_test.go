@@ -4,9 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -418,5 +423,70 @@ func TestPgbenchCeilingSkipsWithoutPgbench(t *testing.T) {
 	}
 	if !strings.Contains(md, "| pgbench single-row update (64 clients) | skipped: pgbench is not installed") || !strings.Contains(md, "- pgbench ceiling skipped:") {
 		t.Fatalf("the report does not say pgbench was skipped:\n%s", md)
+	}
+}
+
+// TestTOTPPoolRegistersUsersOnceTheSeededOnesHaveApps: a rate the seeded
+// users' failure budgets cannot carry makes prepare register and enrol
+// more users instead of running dry (seen at 20,000 checks/s with 1000
+// seeded users).
+func TestTOTPPoolRegistersUsersOnceTheSeededOnesHaveApps(t *testing.T) {
+	var mu sync.Mutex
+	registered, enrolled := 0, map[string]bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/users/bulk"):
+			var in struct{ Users []newUser }
+			if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+				http.Error(w, err.Error(), 400)
+				return
+			}
+			var out struct {
+				Users []map[string]string `json:"users"`
+			}
+			for range in.Users {
+				registered++
+				out.Users = append(out.Users, map[string]string{"id": fmt.Sprintf("new%d", registered)})
+			}
+			json.NewEncoder(w).Encode(out)
+		case r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/totp"):
+			fmt.Fprint(w, `{"secret": "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"}`)
+		case r.Method == "PUT" && strings.HasSuffix(r.URL.Path, "/totp"):
+			enrolled[strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/service/service/s/users/"), "/totp")] = true
+			fmt.Fprint(w, `{}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	tg, err := newTarget(srv.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bulk := true
+	seeded := []string{"a", "b"}
+	s := &totpScenario{api: &api{tg: tg, sid: "s"}, uids: seeded, initial: 2, conns: 2, bulk: &bulk, params: totp.DefaultParams()}
+	if _, err := s.prepare(t.Context(), 0); err != nil {
+		t.Fatal(err)
+	}
+	// Two seeded users carry 2 × wrongPerWindow wrong codes; ask for three
+	// more users' worth.
+	if _, err := s.prepare(t.Context(), 5*wrongPerWindow); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if registered != 3 || s.created != 3 || len(s.users) != 5 {
+		t.Fatalf("registered %d users (scenario says %d), pool of %d; want 3 more users and a pool of 5", registered, s.created, len(s.users))
+	}
+	for _, id := range []string{"a", "b", "new1", "new2", "new3"} {
+		if !enrolled[id] {
+			t.Errorf("user %s has no app; enrolled: %v", id, enrolled)
+		}
+	}
+	if len(seeded) != 2 {
+		t.Fatalf("the scenario changed the seeded ids: %v", seeded)
 	}
 }

@@ -104,6 +104,8 @@ type totpScenario struct {
 	initial  int      // users enrolled before the first segment
 	enrolled int      // users of uids enrolled so far
 	conns    int
+	bulk     *bool // whether the server has the bulk endpoint (see api.createUsers)
+	created  int   // users registered for this scenario beyond the seeded ones
 	params   totp.Params
 	enrolFor time.Duration // spent enrolling, outside the measurement
 
@@ -164,8 +166,17 @@ func (s *totpScenario) prepare(ctx context.Context, want int) (targeter, error) 
 		grow = min(s.initial, len(s.uids))
 	} else if missing := want - s.capacity(time.Now()); want > 0 && missing > 0 {
 		// The pool's failure budget cannot carry the rate: give more
-		// seeded users an app (each user can have only one).
-		grow = min(int(math.Ceil(float64(missing)/wrongPerWindow)), len(s.uids)-s.enrolled)
+		// users an app (each user can have only one), seeded ones first.
+		grow = int(math.Ceil(float64(missing) / wrongPerWindow))
+		if extra := s.enrolled + grow - len(s.uids); extra > 0 {
+			// Every seeded user has an app already: register more.
+			ids, err := s.api.createUsers(ctx, "totp-extra-", s.created, extra, s.conns, s.bulk)
+			if err != nil {
+				return nil, fmt.Errorf("register users for the authenticator pool: %w", err)
+			}
+			s.uids = append(s.uids[:len(s.uids):len(s.uids)], ids...) // never append into the shared seeded slice
+			s.created += extra
+		}
 	}
 	if grow > 0 {
 		t0 := time.Now()
@@ -215,7 +226,7 @@ func totpBody(code string) []byte {
 
 func (s *totpScenario) describe() string {
 	return fmt.Sprintf("PUT …/auth {\"method\":\"totp\",\"token\"} round-robin over %d users with an active app "+
-		"(enrolled and confirmed before the clock runs; more are enrolled between segments if their failure budget runs short): the right code whenever the user has an unused step "+
+		"(enrolled and confirmed before the clock runs; more are enrolled between segments, registering users once every seeded one has an app, if their failure budget runs short): the right code whenever the user has an unused step "+
 		"(about one per user per 30 s), otherwise a wrong code (at most %d per user per minute)", s.enrolled, wrongPerWindow)
 }
 
