@@ -2,7 +2,10 @@ package sqlite
 
 import (
 	"path/filepath"
+	"runtime"
 	"testing"
+
+	"modernc.org/sqlite"
 )
 
 // TestSyncOption checks that each durability mode reaches SQLite's own
@@ -49,5 +52,27 @@ func TestWriterCacheSize(t *testing.T) {
 	}
 	if writer != -49152 || reader != -2000 {
 		t.Fatalf("PRAGMA cache_size: writer %d, reader %d; want -49152 (48 MiB) and SQLite's default -2000", writer, reader)
+	}
+}
+
+// TestCommitsSyncWithFdatasync checks that opening a store switches the
+// library to fdatasync(2) (where the platform has it), as SQLite's own Linux
+// builds sync.
+func TestCommitsSyncWithFdatasync(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("fdatasync is switched on only where modernc.org/sqlite offers it; checked on Linux")
+	}
+	prev, err := sqlite.Fdatasync(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sqlite.Fdatasync(prev)
+	db, err := Open(filepath.Join(t.TempDir(), "v.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if !sqlite.FdatasyncEnabled() {
+		t.Fatal("after Open, SQLite still commits with fsync; want fdatasync")
 	}
 }
