@@ -44,7 +44,7 @@ func BenchmarkConsumePIN(b *testing.B) {
 }
 
 // BenchmarkCountFailedTry counts a wrong try against a PIN and its user each
-// iteration: the two-statement transaction, with limits high enough that
+// iteration (one statement), with limits high enough that
 // every try counts.
 func BenchmarkCountFailedTry(b *testing.B) {
 	ctx := context.Background()

@@ -255,13 +255,35 @@ const countFailureSQL = `
 	  failure_window_start = CASE WHEN failure_window_start > $2 THEN failure_window_start ELSE $3 END
 	WHERE id = $1 AND (failure_window_start IS NULL OR failure_window_start <= $2 OR failure_count < $4)`
 
+// countFailedTrySQL counts a wrong try against a PIN and its user in one
+// statement, both or neither. u locks the user's row first (the order
+// StartPIN takes them in) if the user is not locked out; as a locking read
+// it waits for a concurrent change of the row and re-checks the lockout
+// against the committed result. p then counts the try against the PIN if
+// the PIN has room, re-checked the same way after waiting for a concurrent
+// try. The main UPDATE counts the failure against the user only if p
+// counted, on the row u still holds, so no limit can be passed and neither
+// counter moves alone. Each EXISTS is uncorrelated, a one-time filter that
+// runs its CTE before the scan it guards: the locks are taken in order.
+const countFailedTrySQL = `
+	WITH u AS (
+	  SELECT id FROM users
+	  WHERE id = $4 AND (failure_window_start IS NULL OR failure_window_start <= $5 OR failure_count < $6)
+	  FOR NO KEY UPDATE
+	), p AS (
+	  UPDATE pins SET attempts = attempts + 1
+	  WHERE id = $1 AND user_id = $4 AND consumed_at IS NULL AND expires_at > $2 AND attempts < $3
+	    AND EXISTS (SELECT 1 FROM u)
+	  RETURNING 1
+	)
+	UPDATE users SET
+	  failure_count = CASE WHEN failure_window_start > $5 THEN failure_count + 1 ELSE 1 END,
+	  failure_window_start = CASE WHEN failure_window_start > $5 THEN failure_window_start ELSE $2 END
+	WHERE id = $4 AND EXISTS (SELECT 1 FROM p)`
+
 // CountFailedTry counts a wrong try against the PIN and the user's failure
 // budget together or not at all; neither counter can pass its limit. With
-// a PIN it is a short transaction, one round trip and then COMMIT or
-// ROLLBACK: the user's row is updated (and so locked) before the PIN's,
-// the order StartPIN takes them in, and the PIN's UPDATE runs with a fresh
-// snapshot and re-checks its row, so of concurrent tries only those within
-// MaxAttempts find room.
+// a PIN it is one statement (countFailedTrySQL), one round trip.
 func (db *DB) CountFailedTry(ctx context.Context, f verity.FailedTry) (bool, error) {
 	const op = "postgres.CountFailedTry"
 	if !storable(f.PINID, f.UserID) {
@@ -269,42 +291,19 @@ func (db *DB) CountFailedTry(ctx context.Context, f verity.FailedTry) (bool, err
 	}
 	ctx, cancel := db.bound(ctx)
 	defer cancel()
+	var tag pgconn.CommandTag
+	var err error
 	if f.PINID == "" {
-		tag, err := db.pool.Exec(ctx, countFailureSQL,
+		tag, err = db.pool.Exec(ctx, countFailureSQL,
 			f.UserID, ts(f.FailureWindowStart), ts(f.Now), f.FailureLimit)
-		if err != nil {
-			return false, translate(op, err)
-		}
-		return tag.RowsAffected() == 1, nil
+	} else {
+		tag, err = db.pool.Exec(ctx, countFailedTrySQL,
+			f.PINID, ts(f.Now), f.MaxAttempts, f.UserID, ts(f.FailureWindowStart), f.FailureLimit)
 	}
-	counted := false
-	err := db.tx(ctx, func(conn *pgx.Conn) error {
-		var userCounted, pinCounted bool
-		counted = false
-		b := begin()
-		b.Queue(countFailureSQL, f.UserID, ts(f.FailureWindowStart), ts(f.Now), f.FailureLimit).
-			Exec(func(tag pgconn.CommandTag) error { userCounted = tag.RowsAffected() == 1; return nil })
-		b.Queue(`
-			UPDATE pins SET attempts = attempts + 1
-			WHERE id = $1 AND user_id = $4 AND consumed_at IS NULL AND expires_at > $2 AND attempts < $3`,
-			f.PINID, ts(f.Now), f.MaxAttempts, f.UserID,
-		).Exec(func(tag pgconn.CommandTag) error { pinCounted = tag.RowsAffected() == 1; return nil })
-		if err := conn.SendBatch(ctx, b).Close(); err != nil {
-			return err
-		}
-		if !userCounted || !pinCounted {
-			return nil // tx rolls back: both or neither
-		}
-		if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
-			return err
-		}
-		counted = true
-		return nil
-	})
 	if err != nil {
 		return false, translate(op, err)
 	}
-	return counted, nil
+	return tag.RowsAffected() == 1, nil
 }
 
 // DeletePINsBefore removes PINs created before t.

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -423,6 +424,37 @@ func testPINConcurrency(t *testing.T, open Open) {
 		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
 		if u.FailureCount != counted {
 			t.Fatalf("user failures = %d, want %d (counted with the PIN, atomically)", u.FailureCount, counted)
+		}
+	})
+
+	t.Run("concurrent wrong tries, with a PIN and without, never pass the user's failure limit", func(t *testing.T) {
+		f := newFixture(t, open)
+		p := mustStart(t, f.store, f.user, t0)
+		const limit = 5
+		var pinCounted atomic.Int32
+		counted := parallel(t, 100, func(i int) (bool, error) {
+			try := failAt(p, t0.Add(time.Second))
+			try.MaxAttempts, try.FailureLimit = 1<<20, limit // only the user's budget limits here
+			if i%2 == 1 {
+				try.PINID = "" // an authenticator app's wrong code
+			}
+			ok, err := f.store.CountFailedTry(ctx, try)
+			if ok && try.PINID != "" {
+				pinCounted.Add(1)
+			}
+			return ok, err
+		})
+		if counted != limit {
+			t.Fatalf("%d wrong tries counted, want exactly the failure limit, %d", counted, limit)
+		}
+		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
+		pending, err := f.store.PendingPIN(ctx, f.user.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.FailureCount != limit || pending.Attempts != int(pinCounted.Load()) {
+			t.Fatalf("user failures = %d, PIN attempts = %d; want %d and %d (the PIN tries counted)",
+				u.FailureCount, pending.Attempts, limit, pinCounted.Load())
 		}
 	})
 
