@@ -129,6 +129,16 @@ var userWithPINQuery = `
 		  SELECT * FROM pins WHERE user_id = u.id ORDER BY seq DESC LIMIT 1) p ON true
 		WHERE u.id = $1 AND u.service_id = $2`
 
+// checkPINQuery is userWithPINQuery with the user's active authenticator
+// app, so that a check sent to the app needs no read of its own.
+var checkPINQuery = `
+		SELECT ` + prefixed("u.", userColumns) + `, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at,
+		  ` + prefixed("f.", factorColumns) + `
+		FROM users u LEFT JOIN LATERAL (
+		  SELECT * FROM pins WHERE user_id = u.id ORDER BY seq DESC LIMIT 1) p ON true
+		LEFT JOIN factors f ON f.user_id = u.id AND f.status = 'active'
+		WHERE u.id = $1 AND u.service_id = $2`
+
 // UserWithPIN reads the user and its newest PIN in one statement.
 func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.User, *verity.PIN, error) {
 	const op = "postgres.UserWithPIN"
@@ -137,42 +147,96 @@ func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.Us
 	}
 	ctx, cancel := db.bound(ctx)
 	defer cancel()
-	var (
-		pinID            *string
-		hash             []byte
-		created, expires *time.Time
-		attempts         *int
-		consumed         *time.Time
-	)
-	u, err := scanUser(db.pool.QueryRow(ctx, userWithPINQuery, id, serviceID),
-		&pinID, &hash, &created, &expires, &attempts, &consumed)
+	var pin nullPIN
+	u, err := scanUser(db.pool.QueryRow(ctx, userWithPINQuery, id, serviceID), pin.dest()...)
 	if err != nil {
 		return nil, nil, translate(op, err)
 	}
-	if pinID == nil {
-		return u, nil, nil
+	return u, pin.get(u.ID), nil
+}
+
+// userWithPINAndApp reads what CheckPIN judges: the user, its newest PIN
+// and its active authenticator app (each nil when there is none).
+func (db *DB) userWithPINAndApp(ctx context.Context, serviceID, id string) (*verity.User, *verity.PIN, *verity.Factor, error) {
+	const op = "postgres.CheckPIN"
+	if !storable(serviceID, id) {
+		return nil, nil, nil, notFound(op)
 	}
-	p := &verity.PIN{ID: *pinID, UserID: u.ID, Hash: hash, CreatedAt: created.UTC(), ExpiresAt: expires.UTC(), Attempts: *attempts}
-	if consumed != nil {
-		t := consumed.UTC()
+	ctx, cancel := db.bound(ctx)
+	defer cancel()
+	var pin nullPIN
+	var app nullFactor
+	u, err := scanUser(db.pool.QueryRow(ctx, checkPINQuery, id, serviceID), append(pin.dest(), app.dest()...)...)
+	if err != nil {
+		return nil, nil, nil, translate(op, err)
+	}
+	return u, pin.get(u.ID), app.get(), nil
+}
+
+// nullPIN scans a PIN's columns from the nullable side of a LEFT JOIN.
+type nullPIN struct {
+	id               *string
+	hash             []byte
+	created, expires *time.Time
+	attempts         *int
+	consumed         *time.Time
+}
+
+func (n *nullPIN) dest() []any {
+	return []any{&n.id, &n.hash, &n.created, &n.expires, &n.attempts, &n.consumed}
+}
+
+// get returns the PIN scanned, nil when the join found none.
+func (n *nullPIN) get(userID string) *verity.PIN {
+	if n.id == nil {
+		return nil
+	}
+	p := &verity.PIN{ID: *n.id, UserID: userID, Hash: n.hash, CreatedAt: n.created.UTC(), ExpiresAt: n.expires.UTC(), Attempts: *n.attempts}
+	if n.consumed != nil {
+		t := n.consumed.UTC()
 		p.ConsumedAt = &t
 	}
-	return u, p, nil
+	return p
+}
+
+// nullFactor scans factorColumns from the nullable side of a LEFT JOIN.
+type nullFactor struct {
+	id, userID, status, keyID, algorithm *string
+	secret                               []byte
+	digits, period                       *int
+	lastStep                             *int64
+	created, activated                   *time.Time
+}
+
+func (n *nullFactor) dest() []any {
+	return []any{&n.id, &n.userID, &n.status, &n.keyID, &n.secret, &n.algorithm,
+		&n.digits, &n.period, &n.lastStep, &n.created, &n.activated}
+}
+
+// get returns the factor scanned, nil when the join found none.
+func (n *nullFactor) get() *verity.Factor {
+	if n.id == nil {
+		return nil
+	}
+	return &verity.Factor{ID: *n.id, UserID: *n.userID, Status: *n.status, KeyID: *n.keyID,
+		Secret: n.secret, Algorithm: *n.algorithm, Digits: *n.digits, Period: *n.period, LastStep: *n.lastStep,
+		CreatedAt: n.created.UTC(), ActivatedAt: fromNull(n.activated)}
 }
 
 // checkPINRounds bounds how often CheckPIN reads again after losing a race.
 const checkPINRounds = 3
 
-// CheckPIN reads, judges, then applies the verdict with ConsumePIN's,
+// CheckPIN reads (the user, its newest PIN and its active app, in one
+// statement), judges, then applies the verdict with ConsumePIN's,
 // CountFailedTry's or UseStep's conditional write, which other nodes cannot
-// slip past.
+// slip past: two round trips, whether the code is for the PIN or the app.
 // Holding a row lock across the judge would cost two more round trips per
 // check; instead, when the write finds that a concurrent check changed the
 // state since the read, it reads and judges again.
 func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecked, error) {
 	var out verity.PINChecked
 	for range checkPINRounds {
-		u, p, err := db.UserWithPIN(ctx, c.ServiceID, c.UserID)
+		u, p, app, err := db.userWithPINAndApp(ctx, c.ServiceID, c.UserID)
 		if err != nil {
 			return verity.PINChecked{}, err
 		}
@@ -186,20 +250,14 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 		case verity.CountIt:
 			out.Applied, err = db.CountFailedTry(ctx, c.FailedTry(p))
 		case verity.ToTheApp:
-			f, err := db.Factor(ctx, u.ID)
-			if verity.ErrorCode(err) == verity.ENOTFOUND || (err == nil && f.Status != verity.FactorActive) {
-				return out, nil
-			} else if err != nil {
-				return out, err
-			}
-			out.Factor = f
-			if c.JudgeApp == nil {
+			out.Factor = app
+			if app == nil || c.JudgeApp == nil {
 				return out, nil
 			}
-			out.AppVerdict, out.Step = c.JudgeApp(u, f)
+			out.AppVerdict, out.Step = c.JudgeApp(u, app)
 			switch out.AppVerdict {
 			case verity.UseStepIt:
-				out.Applied, err = db.UseStep(ctx, c.StepUse(f, out.Step))
+				out.Applied, err = db.UseStep(ctx, c.StepUse(app, out.Step))
 			case verity.CountIt:
 				out.Applied, err = db.CountFailedTry(ctx, c.AppFailedTry(u))
 			default:
