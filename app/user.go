@@ -7,7 +7,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/verityhq/verity"
 )
 
@@ -47,7 +46,7 @@ func (a *App) newUser(serviceID, idInService, phone string, now time.Time) (*ver
 		return nil, err
 	}
 	return &verity.User{
-		ID:          uuid.NewString(),
+		ID:          newRowID(),
 		ServiceID:   serviceID,
 		IDInService: idInService,
 		Phone:       e164,

@@ -9,7 +9,6 @@ import (
 	"math/big"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/verityhq/verity"
 	"github.com/verityhq/verity/totp"
 )
@@ -111,7 +110,7 @@ func (a *App) sendPIN(ctx context.Context, svc *verity.Service, userID string) (
 	}
 	now := a.Now()
 	pin := verity.PIN{
-		ID:        uuid.NewString(),
+		ID:        newRowID(),
 		UserID:    userID,
 		CreatedAt: now,
 		ExpiresAt: now.Add(policy.PINValidity()),
