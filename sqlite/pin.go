@@ -10,36 +10,41 @@ import (
 	"github.com/verityhq/verity"
 )
 
+// startPINQuery reads what a start decides on in one statement: the user,
+// its sends inside the window (count and oldest), how many older ones are
+// left to prune, and its newest PIN (when it was sent and whether it was
+// verified). The aggregate row always exists; the newest PIN may not.
+var startPINQuery = `
+		SELECT ` + prefixed("u.", userColumns) + `, w.n, w.oldest, w.older, l.created_at, l.consumed_at IS NOT NULL
+		FROM users u
+		JOIN (SELECT count(*) FILTER (WHERE created_at > ?3) AS n,
+		             coalesce(min(created_at) FILTER (WHERE created_at > ?3), 0) AS oldest,
+		             count(*) FILTER (WHERE created_at <= ?3) AS older
+		      FROM pins WHERE user_id = ?1) w
+		LEFT JOIN pins l ON l.seq = (SELECT max(seq) FROM pins WHERE user_id = ?1)
+		WHERE u.id = ?1 AND u.service_id = ?2`
+
 // StartPIN inserts p.PIN as the user's pending PIN if p's limits allow, in
 // one write: the single writer means no concurrent start can slip past a limit.
 func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarted, error) {
 	var out verity.PINStarted
 	err := db.q.write(ctx, func(tx *wtx) error {
 		out = verity.PINStarted{}
-		u, err := scanUser(tx.QueryRow(
-			`SELECT `+userColumns+` FROM users WHERE id = ? AND service_id = ?`, p.PIN.UserID, p.ServiceID))
+		var (
+			oldest, older int64
+			last          sql.NullInt64
+			lastVerified  sql.NullBool
+		)
+		seen := &out.Seen
+		u, err := scanUser(tx.QueryRow(startPINQuery, p.PIN.UserID, p.ServiceID, micros(p.SendWindowStart)),
+			&seen.SendsInWindow, &oldest, &older, &last, &lastVerified)
 		if err != nil {
 			return err
 		}
 		out.User = u
-		seen := &out.Seen
 		seen.Failures, seen.FailuresSince = u.FailureCount, u.FailureWindowStart
-		var oldest, last int64
-		if err := tx.QueryRow(
-			`SELECT count(*), coalesce(min(created_at), 0) FROM pins WHERE user_id = ? AND created_at > ?`,
-			p.PIN.UserID, micros(p.SendWindowStart),
-		).Scan(&seen.SendsInWindow, &oldest); err != nil {
-			return err
-		}
-		err = tx.QueryRow(
-			`SELECT created_at, consumed_at IS NOT NULL FROM pins WHERE user_id = ? ORDER BY seq DESC LIMIT 1`,
-			p.PIN.UserID,
-		).Scan(&last, &seen.LastVerified)
-		if err != nil && err != sql.ErrNoRows {
-			return err
-		}
 		seen.OldestInWindow = fromMicros(oldest)
-		seen.LastSent = fromMicros(last)
+		seen.LastSent, seen.LastVerified = fromMicros(last.Int64), lastVerified.Bool
 		if !p.Allows(*seen) {
 			return nil
 		}
@@ -49,19 +54,24 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarte
 		); err != nil {
 			return err
 		}
-		// History older than the send window no longer counts: keep each user's rows bounded.
-		if _, err := tx.Exec(
-			`DELETE FROM pins WHERE user_id = ? AND created_at <= ? AND id <> ?`,
-			p.PIN.UserID, micros(p.SendWindowStart), p.PIN.ID,
-		); err != nil {
-			return err
+		// History older than the send window no longer counts: keep each
+		// user's rows bounded. The read above counted it; the statement is
+		// skipped when there is none.
+		if older > 0 {
+			if _, err := tx.Exec(
+				`DELETE FROM pins WHERE user_id = ? AND created_at <= ? AND id <> ?`,
+				p.PIN.UserID, micros(p.SendWindowStart), p.PIN.ID,
+			); err != nil {
+				return err
+			}
 		}
 		// Here rather than in a second write: a user's first start would
-		// otherwise cost two commits. Unchanged rows are not rewritten.
-		if _, err := tx.Exec(
-			`UPDATE users SET last_method = 'sms' WHERE id = ? AND last_method <> 'sms'`, p.PIN.UserID,
-		); err != nil {
-			return err
+		// otherwise cost two commits. The row read above is current (this
+		// is the single writer's transaction), so an unchanged one is left.
+		if u.LastMethod != "sms" {
+			if _, err := tx.Exec(`UPDATE users SET last_method = 'sms' WHERE id = ?`, p.PIN.UserID); err != nil {
+				return err
+			}
 		}
 		u.LastMethod = "sms"
 		out.Started = true

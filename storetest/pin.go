@@ -343,6 +343,22 @@ func testPINs(t *testing.T, open Open) {
 		}
 	})
 
+	t.Run("a start prunes the user's sends older than the send window, and only those", func(t *testing.T) {
+		f := newFixture(t, open)
+		window := verity.DefaultSettings().SendWindow()
+		mustStart(t, f.store, f.user, t0)
+		mustStart(t, f.store, f.user, t0.Add(window/2))
+		t1 := t0.Add(window + time.Second) // the first send has left the window, the second not
+		mustStart(t, f.store, f.user, t1)
+		n, err := f.store.DeletePINsBefore(ctx, t1)
+		if err != nil || n != 1 {
+			t.Fatalf("after the start at t1, DeletePINsBefore(t1) = %d, %v; want 1 (only the send still inside the window was left)", n, err)
+		}
+		if p, err := f.store.PendingPIN(ctx, f.user.ID); err != nil || !p.CreatedAt.Equal(t1) {
+			t.Fatalf("PendingPIN = %+v, %v; want the PIN sent at t1", p, err)
+		}
+	})
+
 	t.Run("old history is deleted", func(t *testing.T) {
 		f := newFixture(t, open)
 		mustStart(t, f.store, f.user, t0)
