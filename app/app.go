@@ -93,7 +93,8 @@ func notFound(err error, message string) error {
 // newRowID names a user or a PIN, the rows created at request rates: a
 // UUIDv7, whose leading bits are the time, so that each new id lands at the
 // end of the id index (one hot page per group commit) instead of on a random
-// page of an index that may hold millions of ids. The 74 random bits keep
-// ids unguessable; what the time reveals (when the user or PIN was created)
-// the caller already knows.
+// page of an index that may hold millions of ids. Behind the millisecond
+// time come 12 bits of sub-millisecond clock and 62 random bits: ids stay
+// unique and unguessable, and what the time reveals (when the user or PIN
+// was created) only reaches callers who already know it.
 func newRowID() string { return uuid.Must(uuid.NewV7()).String() }

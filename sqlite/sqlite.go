@@ -50,11 +50,12 @@ var _ verity.Store = (*DB)(nil)
 type Sync string
 
 const (
-	// SyncFull (the default) fsyncs the WAL before every commit returns: an
+	// SyncFull (the default) syncs the WAL to the disk (fdatasync, see
+	// OpenWith) before every commit returns: an
 	// acknowledged write survives a crash of the process, of the operating
 	// system and a power loss.
 	SyncFull Sync = "full"
-	// SyncNormal writes the WAL before a commit returns and fsyncs it only at
+	// SyncNormal writes the WAL before a commit returns and syncs it only at
 	// checkpoints: an acknowledged write survives a crash (or SIGKILL) of the
 	// process, because the operating system already holds it, but the last
 	// commits before an operating-system crash or a power loss can be lost —
@@ -72,7 +73,9 @@ type Options struct {
 // default, fully durable options. Call Migrate before use.
 func Open(path string) (*DB, error) { return OpenWith(path, Options{}) }
 
-// OpenWith is Open with options.
+// OpenWith is Open with options. Opening a store also switches this
+// process's SQLite library to commit with fdatasync (see below): the switch
+// is the library's, process-wide, and Verity wants it for every store.
 func OpenWith(path string, opts Options) (*DB, error) {
 	var synchronous string
 	switch opts.Sync {

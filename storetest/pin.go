@@ -46,6 +46,16 @@ func mustStart(t *testing.T, s verity.Store, u *verity.User, now time.Time) *ver
 	return &start.PIN
 }
 
+// readUser reads the fixture's user back.
+func readUser(t *testing.T, f *fixture) *verity.User {
+	t.Helper()
+	u, err := f.store.User(context.Background(), f.service.ID, f.user.ID)
+	if err != nil {
+		t.Fatalf("User: %v", err)
+	}
+	return u
+}
+
 func testPINs(t *testing.T, open Open) {
 	ctx := context.Background()
 
@@ -75,7 +85,7 @@ func testPINs(t *testing.T, open Open) {
 			t.Fatalf("CheckPIN(count) = %+v, %v; want applied", out, err)
 		}
 		got, _ := f.store.PendingPIN(ctx, f.user.ID)
-		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
+		u := readUser(t, f)
 		if got.Attempts != 1 || u.FailureCount != 1 || !u.FailureWindowStart.Equal(now) {
 			t.Fatalf("after a counted try: PIN attempts %d, user failures %d since %v; want 1, 1 since %v",
 				got.Attempts, u.FailureCount, u.FailureWindowStart, now)
@@ -107,7 +117,7 @@ func testPINs(t *testing.T, open Open) {
 			}
 		}
 		got, _ := f.store.PendingPIN(ctx, f.user.ID)
-		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
+		u := readUser(t, f)
 		if got.Attempts != 0 || got.ConsumedAt != nil || u.FailureCount != 0 {
 			t.Fatalf("a refused verdict changed state: PIN %+v, user failures %d", got, u.FailureCount)
 		}
@@ -124,7 +134,7 @@ func testPINs(t *testing.T, open Open) {
 		if err != nil || out.PIN != nil || out.Applied || out.User.ID != f.user.ID {
 			t.Fatalf("CheckPIN(no PIN) = %+v, %v; want the user, no PIN, nothing applied", out, err)
 		}
-		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
+		u := readUser(t, f)
 		if u.FailureCount != 0 {
 			t.Fatalf("a verdict without a PIN counted %d failures", u.FailureCount)
 		}
@@ -317,7 +327,7 @@ func testPINs(t *testing.T, open Open) {
 			}
 			now = now.Add(31 * time.Second)
 		}
-		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
+		u := readUser(t, f)
 		if u.FailureCount != 10 || !u.FailureWindowStart.Equal(t0) {
 			t.Fatalf("failures = %d since %v, want 10 since %v", u.FailureCount, u.FailureWindowStart, t0)
 		}
@@ -337,9 +347,31 @@ func testPINs(t *testing.T, open Open) {
 		if ok, err := f.store.CountFailedTry(ctx, try); err != nil || !ok {
 			t.Fatalf("CountFailedTry after the window = %v, %v", ok, err)
 		}
-		u, _ = f.store.User(ctx, f.service.ID, f.user.ID)
+		u = readUser(t, f)
 		if u.FailureCount != 1 || !u.FailureWindowStart.Equal(later) {
 			t.Fatalf("failures = %d since %v, want 1 since %v", u.FailureCount, u.FailureWindowStart, later)
+		}
+	})
+
+	t.Run("a wrong PIN try after the failure window lapsed opens a new window at 1", func(t *testing.T) {
+		f := newFixture(t, open)
+		p := mustStart(t, f.store, f.user, t0)
+		for range 3 {
+			if ok, err := f.store.CountFailedTry(ctx, failAt(p, t0)); err != nil || !ok {
+				t.Fatalf("CountFailedTry = %v, %v", ok, err)
+			}
+		}
+		later := t0.Add(verity.DefaultSettings().FailureWindow() + time.Second)
+		p = mustStart(t, f.store, f.user, later)
+		if ok, err := f.store.CountFailedTry(ctx, failAt(p, later)); err != nil || !ok {
+			t.Fatalf("CountFailedTry after the window = %v, %v", ok, err)
+		}
+		u := readUser(t, f)
+		if u.FailureCount != 1 || !u.FailureWindowStart.Equal(later) {
+			t.Fatalf("failures = %d since %v, want 1 since %v", u.FailureCount, u.FailureWindowStart, later)
+		}
+		if pending, err := f.store.PendingPIN(ctx, f.user.ID); err != nil || pending.Attempts != 1 {
+			t.Fatalf("PendingPIN = %+v, %v; want 1 attempt", pending, err)
 		}
 	})
 
@@ -411,7 +443,7 @@ func testPINConcurrency(t *testing.T, open Open) {
 		if counted != maxAttempts {
 			t.Fatalf("%d wrong tries counted, want exactly %d", counted, maxAttempts)
 		}
-		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
+		u := readUser(t, f)
 		if u.FailureCount != counted {
 			t.Fatalf("user failures = %d, want %d (counted with the PIN, atomically)", u.FailureCount, counted)
 		}
@@ -437,7 +469,7 @@ func testPINConcurrency(t *testing.T, open Open) {
 		if want := verity.DefaultSettings().MaxAttempts; counted != want {
 			t.Fatalf("%d wrong tries counted, want exactly %d", counted, want)
 		}
-		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
+		u := readUser(t, f)
 		if u.FailureCount != counted {
 			t.Fatalf("user failures = %d, want %d (counted with the PIN, atomically)", u.FailureCount, counted)
 		}
@@ -463,7 +495,7 @@ func testPINConcurrency(t *testing.T, open Open) {
 		if counted != limit {
 			t.Fatalf("%d wrong tries counted, want exactly the failure limit, %d", counted, limit)
 		}
-		u, _ := f.store.User(ctx, f.service.ID, f.user.ID)
+		u := readUser(t, f)
 		pending, err := f.store.PendingPIN(ctx, f.user.ID)
 		if err != nil {
 			t.Fatal(err)

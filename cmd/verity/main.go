@@ -33,7 +33,7 @@ type dbFlags struct {
 	DataDir       string `name:"data-dir" default:"verity-data" env:"VERITY_DATA_DIR" help:"Folder for the default database and generated secret key (created if missing)."`
 	DB            string `name:"db" env:"VERITY_DB" help:"SQLite file path (default: <data-dir>/verity.db). A postgres:// URL selects PostgreSQL."`
 	SecretKeyFile string `name:"secret-key-file" env:"VERITY_SECRET_KEY_FILE" help:"File with the hex server secret (default: <data-dir>/secret.key, generated on first start with mode 0600)."`
-	SQLiteSync    string `name:"sqlite-sync" default:"full" enum:"full,normal" env:"VERITY_SQLITE_SYNC" help:"SQLite durability: full (default) fsyncs every commit, so an acknowledged write survives power loss; normal survives a crash of the Verity process but may lose the last commits on power loss or an OS crash, for faster commits. See docs/durability.md."`
+	SQLiteSync    string `name:"sqlite-sync" default:"full" enum:"full,normal" env:"VERITY_SQLITE_SYNC" help:"SQLite durability: full (default) syncs every commit to the disk, so an acknowledged write survives power loss; normal survives a crash of the Verity process but may lose the last commits on power loss or an OS crash, for faster commits. See docs/durability.md."`
 	SeedKeysFile  string `name:"seed-keys-file" env:"VERITY_SEED_KEYS_FILE" help:"JSON keyring that encrypts authenticator seeds (default: <data-dir>/seed-keys.json, generated on first start with mode 0600)."`
 }
 
