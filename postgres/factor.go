@@ -11,15 +11,37 @@ import (
 
 const factorColumns = `id, user_id, status, key_id, secret, algorithm, digits, period, last_step, created_at, activated_at`
 
+// scanFactor scans factorColumns (in nullFactor's order, the one place it is kept).
 func scanFactor(row pgx.Row) (*verity.Factor, error) {
-	f := &verity.Factor{}
-	var activated *time.Time
-	if err := row.Scan(&f.ID, &f.UserID, &f.Status, &f.KeyID, &f.Secret, &f.Algorithm,
-		&f.Digits, &f.Period, &f.LastStep, &f.CreatedAt, &activated); err != nil {
+	var n nullFactor
+	if err := row.Scan(n.dest()...); err != nil {
 		return nil, err
 	}
-	f.CreatedAt, f.ActivatedAt = f.CreatedAt.UTC(), fromNull(activated)
-	return f, nil
+	return n.get(), nil
+}
+
+// nullFactor scans factorColumns from the nullable side of a LEFT JOIN.
+type nullFactor struct {
+	id, userID, status, keyID, algorithm *string
+	secret                               []byte
+	digits, period                       *int
+	lastStep                             *int64
+	created, activated                   *time.Time
+}
+
+func (n *nullFactor) dest() []any {
+	return []any{&n.id, &n.userID, &n.status, &n.keyID, &n.secret, &n.algorithm,
+		&n.digits, &n.period, &n.lastStep, &n.created, &n.activated}
+}
+
+// get returns the factor scanned, nil when the join found none.
+func (n *nullFactor) get() *verity.Factor {
+	if n.id == nil {
+		return nil
+	}
+	return &verity.Factor{ID: *n.id, UserID: *n.userID, Status: *n.status, KeyID: *n.keyID,
+		Secret: n.secret, Algorithm: *n.algorithm, Digits: *n.digits, Period: *n.period, LastStep: *n.lastStep,
+		CreatedAt: n.created.UTC(), ActivatedAt: fromNull(n.activated)}
 }
 
 // PutPendingFactor inserts or replaces the user's pending factor; the upsert

@@ -122,22 +122,20 @@ func (db *DB) PendingPIN(ctx context.Context, userID string) (*verity.PIN, error
 	return p, nil
 }
 
-// userWithPINQuery is built once, not per check.
-var userWithPINQuery = `
-		SELECT ` + prefixed("u.", userColumns) + `, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at
+// The reads of a check, built once: the user and its newest PIN (p), and
+// for CheckPIN also its active authenticator app (f), so that a check sent
+// to the app needs no read of its own.
+var (
+	userWithPINFrom = `
 		FROM users u LEFT JOIN LATERAL (
-		  SELECT * FROM pins WHERE user_id = u.id ORDER BY seq DESC LIMIT 1) p ON true
+		  SELECT * FROM pins WHERE user_id = u.id ORDER BY seq DESC LIMIT 1) p ON true`
+	userWithPINColumns = prefixed("u.", userColumns) + `, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at`
+	userWithPINQuery   = `SELECT ` + userWithPINColumns + userWithPINFrom + `
 		WHERE u.id = $1 AND u.service_id = $2`
-
-// checkPINQuery is userWithPINQuery with the user's active authenticator
-// app, so that a check sent to the app needs no read of its own.
-var checkPINQuery = `
-		SELECT ` + prefixed("u.", userColumns) + `, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at,
-		  ` + prefixed("f.", factorColumns) + `
-		FROM users u LEFT JOIN LATERAL (
-		  SELECT * FROM pins WHERE user_id = u.id ORDER BY seq DESC LIMIT 1) p ON true
+	checkPINQuery = `SELECT ` + userWithPINColumns + `, ` + prefixed("f.", factorColumns) + userWithPINFrom + `
 		LEFT JOIN factors f ON f.user_id = u.id AND f.status = 'active'
 		WHERE u.id = $1 AND u.service_id = $2`
+)
 
 // UserWithPIN reads the user and its newest PIN in one statement.
 func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.User, *verity.PIN, error) {
@@ -197,30 +195,6 @@ func (n *nullPIN) get(userID string) *verity.PIN {
 		p.ConsumedAt = &t
 	}
 	return p
-}
-
-// nullFactor scans factorColumns from the nullable side of a LEFT JOIN.
-type nullFactor struct {
-	id, userID, status, keyID, algorithm *string
-	secret                               []byte
-	digits, period                       *int
-	lastStep                             *int64
-	created, activated                   *time.Time
-}
-
-func (n *nullFactor) dest() []any {
-	return []any{&n.id, &n.userID, &n.status, &n.keyID, &n.secret, &n.algorithm,
-		&n.digits, &n.period, &n.lastStep, &n.created, &n.activated}
-}
-
-// get returns the factor scanned, nil when the join found none.
-func (n *nullFactor) get() *verity.Factor {
-	if n.id == nil {
-		return nil
-	}
-	return &verity.Factor{ID: *n.id, UserID: *n.userID, Status: *n.status, KeyID: *n.keyID,
-		Secret: n.secret, Algorithm: *n.algorithm, Digits: *n.digits, Period: *n.period, LastStep: *n.lastStep,
-		CreatedAt: n.created.UTC(), ActivatedAt: fromNull(n.activated)}
 }
 
 // checkPINRounds bounds how often CheckPIN reads again after losing a race.
@@ -304,40 +278,48 @@ func (db *DB) ConsumePIN(ctx context.Context, c verity.PINConsume) (bool, error)
 	return tag.RowsAffected() == 1, nil
 }
 
-// countFailureSQL counts one failure against the user unless the user is
-// locked out. A window that began at or before $2 has lapsed: this failure
-// opens a new one at $3.
-const countFailureSQL = `
+// Both failure statements take $1 the user, $2 the failure window start (a
+// window that began at or before it has lapsed), $3 now (when a lapsed
+// window's successor begins) and $4 the failure limit; they share these
+// fragments so that they cannot drift apart.
+const (
+	userNotLockedOut = `(failure_window_start IS NULL OR failure_window_start <= $2 OR failure_count < $4)`
+	countUserFailure = `
 	UPDATE users SET
 	  failure_count = CASE WHEN failure_window_start > $2 THEN failure_count + 1 ELSE 1 END,
-	  failure_window_start = CASE WHEN failure_window_start > $2 THEN failure_window_start ELSE $3 END
-	WHERE id = $1 AND (failure_window_start IS NULL OR failure_window_start <= $2 OR failure_count < $4)`
+	  failure_window_start = CASE WHEN failure_window_start > $2 THEN failure_window_start ELSE $3 END`
+)
 
-// countFailedTrySQL counts a wrong try against a PIN and its user in one
-// statement, both or neither. u locks the user's row first (the order
-// StartPIN takes them in) if the user is not locked out; as a locking read
-// it waits for a concurrent change of the row and re-checks the lockout
-// against the committed result. p then counts the try against the PIN if
-// the PIN has room, re-checked the same way after waiting for a concurrent
-// try. The main UPDATE counts the failure against the user only if p
-// counted, on the row u still holds, so no limit can be passed and neither
-// counter moves alone. Each EXISTS is uncorrelated, a one-time filter that
-// runs its CTE before the scan it guards: the locks are taken in order.
+// countFailureSQL counts one failure against the user unless the user is
+// locked out.
+const countFailureSQL = countUserFailure + `
+	WHERE id = $1 AND ` + userNotLockedOut
+
+// countFailedTrySQL counts a wrong try against a PIN ($5, with $6 its
+// attempt limit) and its user in one statement, both or neither. u locks
+// the user's row first (the order StartPIN takes them in) if the user is
+// not locked out; as a locking read it waits for a concurrent change of the
+// row and re-checks the lockout against the committed result, so concurrent
+// tries for one user take turns here. p then counts the try against the PIN
+// if the PIN has room, re-checked on the committed row if a concurrent
+// consume, prune or abort changed it meanwhile. The main UPDATE counts the
+// failure against the user only if p counted, on the row u still holds, so
+// no limit can be passed and neither counter moves alone. Each EXISTS is
+// uncorrelated, a one-time filter that runs its CTE before the scan it
+// guards: the locks are taken in order. Like every single statement here it
+// relies on READ COMMITTED being the database's default (see the package
+// comment).
 const countFailedTrySQL = `
 	WITH u AS (
-	  SELECT id FROM users
-	  WHERE id = $4 AND (failure_window_start IS NULL OR failure_window_start <= $5 OR failure_count < $6)
+	  SELECT id FROM users WHERE id = $1 AND ` + userNotLockedOut + `
 	  FOR NO KEY UPDATE
 	), p AS (
 	  UPDATE pins SET attempts = attempts + 1
-	  WHERE id = $1 AND user_id = $4 AND consumed_at IS NULL AND expires_at > $2 AND attempts < $3
+	  WHERE id = $5 AND user_id = $1 AND consumed_at IS NULL AND expires_at > $3 AND attempts < $6
 	    AND EXISTS (SELECT 1 FROM u)
 	  RETURNING 1
-	)
-	UPDATE users SET
-	  failure_count = CASE WHEN failure_window_start > $5 THEN failure_count + 1 ELSE 1 END,
-	  failure_window_start = CASE WHEN failure_window_start > $5 THEN failure_window_start ELSE $2 END
-	WHERE id = $4 AND EXISTS (SELECT 1 FROM p)`
+	)` + countUserFailure + `
+	WHERE id = $1 AND EXISTS (SELECT 1 FROM p)`
 
 // CountFailedTry counts a wrong try against the PIN and the user's failure
 // budget together or not at all; neither counter can pass its limit. With
@@ -356,7 +338,7 @@ func (db *DB) CountFailedTry(ctx context.Context, f verity.FailedTry) (bool, err
 			f.UserID, ts(f.FailureWindowStart), ts(f.Now), f.FailureLimit)
 	} else {
 		tag, err = db.pool.Exec(ctx, countFailedTrySQL,
-			f.PINID, ts(f.Now), f.MaxAttempts, f.UserID, ts(f.FailureWindowStart), f.FailureLimit)
+			f.UserID, ts(f.FailureWindowStart), ts(f.Now), f.FailureLimit, f.PINID, f.MaxAttempts)
 	}
 	if err != nil {
 		return false, translate(op, err)
