@@ -153,7 +153,10 @@ func scanUserWithPIN(row *sql.Row) (*verity.User, *verity.PIN, error) {
 // after a key rotation.
 func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecked, error) {
 	var out verity.PINChecked
-	err := db.q.write(ctx, func(tx *wtx) (err error) {
+	// The read and a consume are one change statement at most; the two
+	// statements of a counted try, and those of a used step, are made
+	// atomically. So a check needs no savepoint unless it counts or uses.
+	err := db.q.writeStatement(ctx, func(tx *wtx) (err error) {
 		// Judge runs on the writer goroutine: a panic there must fail this
 		// write, not stop every write.
 		defer func() {
@@ -176,8 +179,10 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 			out.Applied, err = consumePIN(tx, c.Consume(p))
 			return err
 		case verity.CountIt:
-			out.Applied, err = countFailedTry(tx, c.FailedTry(p))
-			return err // errRollback undoes a half-counted try
+			return tx.atomically(func() (err error) {
+				out.Applied, err = countFailedTry(tx, c.FailedTry(p))
+				return err // errRollback undoes a half-counted try
+			})
 		case verity.ToTheApp:
 			out.Factor, err = scanFactor(tx.QueryRow(
 				`SELECT `+factorColumns+` FROM factors WHERE user_id = ? AND status = 'active'`, u.ID))
@@ -189,10 +194,12 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 			out.AppVerdict, out.Step = c.JudgeApp(u, out.Factor)
 			switch out.AppVerdict {
 			case verity.UseStepIt:
-				out.Applied, err = useStep(tx, c.StepUse(out.Factor, out.Step))
-				return err // errRollback undoes a refused replay
+				return tx.atomically(func() (err error) {
+					out.Applied, err = useStep(tx, c.StepUse(out.Factor, out.Step))
+					return err // errRollback undoes a refused replay
+				})
 			case verity.CountIt:
-				out.Applied, err = countFailedTry(tx, c.AppFailedTry(u))
+				out.Applied, err = countFailedTry(tx, c.AppFailedTry(u)) // one statement without a PIN
 				return err
 			}
 		}

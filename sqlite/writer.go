@@ -69,8 +69,10 @@ type writeOp struct {
 	ctx  context.Context
 	fn   func(tx *wtx) error
 	done chan error
-	// single marks fn as exactly one statement: SQLite undoes a failed
-	// statement by itself, so it needs no savepoint of its own.
+	// single marks fn as leaving no partial change when it fails: it makes
+	// at most one change statement (SQLite undoes a failed statement by
+	// itself), or wraps several in wtx.atomically. It then needs no
+	// savepoint around the whole of it.
 	single bool
 }
 
@@ -115,7 +117,9 @@ func (q *writeQueue) write(ctx context.Context, fn func(tx *wtx) error) error {
 	return q.submit(&writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)})
 }
 
-// writeStatement is write for a fn that runs exactly one statement.
+// writeStatement is write for a fn that makes at most one change
+// statement, or wraps several in wtx.atomically: it costs no savepoint
+// statements when it changes nothing or only one row.
 func (q *writeQueue) writeStatement(ctx context.Context, fn func(tx *wtx) error) error {
 	return q.submit(&writeOp{ctx: ctx, fn: fn, done: make(chan error, 1), single: true})
 }
@@ -223,18 +227,29 @@ func (q *writeQueue) runInSavepoint(op *writeOp) error {
 	// transaction in SQLite; statements run to completion instead.
 	tx := &wtx{ctx: context.WithoutCancel(op.ctx), q: q}
 	if op.single {
-		return op.fn(tx)
+		// errRollback from a lone statement means it changed nothing.
+		if err := op.fn(tx); !errors.Is(err, errRollback) {
+			return err
+		}
+		return nil
 	}
-	if _, err := tx.Exec("SAVEPOINT w"); err != nil {
+	return tx.atomically(func() error { return op.fn(tx) })
+}
+
+// atomically runs fn's statements in a savepoint: if fn fails, its changes
+// are undone and the batch's other writes stand. errRollback undoes them
+// without being an error.
+func (w *wtx) atomically(fn func() error) error {
+	if _, err := w.Exec("SAVEPOINT w"); err != nil {
 		return err
 	}
-	err := op.fn(tx)
+	err := fn()
 	if err != nil {
-		if _, rerr := tx.Exec("ROLLBACK TO w"); rerr != nil {
+		if _, rerr := w.Exec("ROLLBACK TO w"); rerr != nil {
 			return errors.Join(err, rerr)
 		}
 	}
-	if _, rerr := tx.Exec("RELEASE w"); rerr != nil {
+	if _, rerr := w.Exec("RELEASE w"); rerr != nil {
 		return errors.Join(err, rerr)
 	}
 	if errors.Is(err, errRollback) {

@@ -255,6 +255,17 @@ func testFactorsInChecks(t *testing.T, open Open) {
 		if u.FailureCount != 1 {
 			t.Fatalf("user failures = %d, want the one wrong app code", u.FailureCount)
 		}
+		// With a failure limit of 1, which that failure reached, the next
+		// wrong code is refused: not counted, and not an error.
+		c := checkAt(fx, t0, always(verity.ToTheApp))
+		c.FailureLimit = 1
+		c.JudgeApp = func(*verity.User, *verity.Factor) (verity.PINVerdict, int64) { return verity.CountIt, 0 }
+		if out, err := fx.store.CheckPIN(ctx, c); err != nil || out.Applied {
+			t.Fatalf("CountIt while locked out = %+v, %v; want refused without an error", out, err)
+		}
+		if u, err := fx.store.User(ctx, fx.service.ID, fx.user.ID); err != nil || u.FailureCount != 1 {
+			t.Fatalf("user failures = %d, %v after a refused count; want 1", u.FailureCount, err)
+		}
 	})
 
 	t.Run("of 100 concurrent checks of one right app code exactly one uses its step", func(t *testing.T) {

@@ -121,6 +121,22 @@ func testPINs(t *testing.T, open Open) {
 		if got.Attempts != 0 || got.ConsumedAt != nil || u.FailureCount != 0 {
 			t.Fatalf("a refused verdict changed state: PIN %+v, user failures %d", got, u.FailureCount)
 		}
+		// A user whose failure budget is spent: the PIN has room, but a
+		// try may not count against it alone.
+		now := t0.Add(time.Second)
+		for range 2 {
+			if ok, err := f.store.CountFailedTry(ctx, failAt(p, now)); err != nil || !ok {
+				t.Fatalf("CountFailedTry = %v, %v", ok, err)
+			}
+		}
+		c := checkAt(f, now, always(verity.CountIt))
+		c.FailureLimit = 2
+		if out, err := f.store.CheckPIN(ctx, c); err != nil || out.Applied {
+			t.Fatalf("CheckPIN(CountIt) of a locked-out user = %+v, %v; want not applied", out, err)
+		}
+		if got, err := f.store.PendingPIN(ctx, f.user.ID); err != nil || got.Attempts != 2 {
+			t.Fatalf("PIN attempts = %d, %v after a refused count; want 2 (counted with the user or not at all)", got.Attempts, err)
+		}
 	})
 
 	t.Run("CheckPIN of a user without a PIN, and of no such user", func(t *testing.T) {
