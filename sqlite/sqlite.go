@@ -51,9 +51,8 @@ type Sync string
 
 const (
 	// SyncFull (the default) syncs the WAL to the disk (fdatasync, see
-	// OpenWith) before every commit returns: an
-	// acknowledged write survives a crash of the process, of the operating
-	// system and a power loss.
+	// OpenWith) before every commit returns: an acknowledged write survives
+	// a crash of the process, of the operating system and a power loss.
 	SyncFull Sync = "full"
 	// SyncNormal writes the WAL before a commit returns and syncs it only at
 	// checkpoints: an acknowledged write survives a crash (or SIGKILL) of the
