@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // Group commit. SQLite has one writer, and with synchronous=FULL every commit
@@ -49,6 +50,7 @@ type wtx struct {
 
 // Exec runs a write statement.
 func (w *wtx) Exec(query string, args ...any) (sql.Result, error) {
+	w.q.statements.Add(1)
 	s, err := w.q.stmt(w.ctx, query)
 	if err != nil {
 		return nil, err
@@ -58,6 +60,7 @@ func (w *wtx) Exec(query string, args ...any) (sql.Result, error) {
 
 // QueryRow runs a one-row read; an error surfaces through Scan.
 func (w *wtx) QueryRow(query string, args ...any) *sql.Row {
+	w.q.statements.Add(1)
 	s, err := w.q.stmt(w.ctx, query)
 	if err != nil {
 		return w.q.conn.QueryRowContext(w.ctx, query, args...)
@@ -81,6 +84,10 @@ type writeQueue struct {
 	conn  *sql.Conn
 	stmts map[string]*sql.Stmt // prepared on conn; used by the loop goroutine only
 	ops   chan *writeOp
+
+	// statements counts what writes ran on wtx (not BEGIN and COMMIT):
+	// tests pin each operation's budget with it.
+	statements atomic.Int64
 
 	mu     sync.RWMutex // guards closed against sends racing close
 	closed bool

@@ -1,0 +1,91 @@
+package sqlite
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/verityhq/verity"
+)
+
+// TestStatementsPerWrite pins how many statements the single writer runs
+// for the hot paths' store calls (BEGIN and COMMIT, shared by a batch, not
+// counted). Each statement is CPU on the one writer goroutine that every
+// write waits for: raise a number only with a reason.
+func TestStatementsPerWrite(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(filepath.Join(t.TempDir(), "v.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	acct := &verity.Account{ID: uuid.NewString(), Username: "acme", SecretHash: []byte{1}, CreatedAt: now}
+	svc := &verity.Service{ID: uuid.NewString(), AccountID: acct.ID, Name: "Acme", FQDN: "acme.example.com",
+		Settings: verity.DefaultSettings(), CreatedAt: now}
+	u := &verity.User{ID: uuid.NewString(), ServiceID: svc.ID, IDInService: "alice", Phone: "+3725555555",
+		PhoneType: "MOBILE", CreatedAt: now}
+	for _, err := range []error{db.CreateAccount(ctx, acct), db.CreateService(ctx, svc), db.CreateUser(ctx, u)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	settings := verity.DefaultSettings()
+	start := func(at time.Time) verity.PINStart {
+		return verity.PINStart{ServiceID: svc.ID,
+			PIN:             verity.PIN{ID: uuid.NewString(), UserID: u.ID, Hash: []byte("h"), CreatedAt: at, ExpiresAt: at.Add(time.Hour)},
+			SendWindowStart: at.Add(-settings.SendWindow()), MaxSends: 100, ResendNotBefore: at,
+			FailureWindowStart: at.Add(-settings.FailureWindow()), FailureLimit: 100}
+	}
+	check := func(v verity.PINVerdict) verity.PINCheck {
+		return verity.PINCheck{ServiceID: svc.ID, UserID: u.ID, Now: now, MaxAttempts: 100,
+			FailureWindowStart: now.Add(-time.Hour), FailureLimit: 100,
+			Judge: func(*verity.User, *verity.PIN) verity.PINVerdict { return v }}
+	}
+	count := func(name string, want int64, op func() error) {
+		t.Helper()
+		before := db.q.statements.Load()
+		if err := op(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := db.q.statements.Load() - before; got != want {
+			t.Errorf("%s ran %d statements on the writer, want %d", name, got, want)
+		}
+	}
+	startOK := func(at time.Time) func() error {
+		return func() error {
+			st, err := db.StartPIN(ctx, start(at))
+			if err == nil && !st.Started {
+				t.Errorf("StartPIN at %v refused: %+v", at, st.Seen)
+			}
+			return err
+		}
+	}
+	checked := func(v verity.PINVerdict, applied bool) func() error {
+		return func() error {
+			out, err := db.CheckPIN(ctx, check(v))
+			if err == nil && out.Applied != applied {
+				t.Errorf("CheckPIN(%d) applied = %v, want %v", v, out.Applied, applied)
+			}
+			return err
+		}
+	}
+
+	// SAVEPOINT, the one read, INSERT, UPDATE of last_method, RELEASE.
+	count("a user's first start", 5, startOK(now))
+	// last_method is already sms and nothing is old enough to prune.
+	count("a second start", 4, startOK(now.Add(time.Second)))
+	// SAVEPOINT, read, INSERT, DELETE of the sends the window left behind, RELEASE.
+	count("a start with history to prune", 5, startOK(now.Add(settings.SendWindow()+time.Minute)))
+	// The read alone: nothing to write.
+	count("a check that changes nothing", 1, checked(verity.LeaveAsIs, false))
+	// Read, SAVEPOINT, the PIN's and the user's UPDATE, RELEASE.
+	count("a wrong code", 5, checked(verity.CountIt, true))
+	// Read, one conditional UPDATE; no savepoint.
+	count("a right code", 2, checked(verity.ConsumeIt, true))
+}
