@@ -24,6 +24,17 @@ func mustActivate(t *testing.T, s verity.Store, f *verity.Factor, step int64, co
 	}
 }
 
+// mustActiveApp gives the fixture's user an app, active at step.
+func mustActiveApp(t *testing.T, fx *fixture, step int64) *verity.Factor {
+	t.Helper()
+	f := pendingFactor(fx.user, "k1")
+	if err := fx.store.PutPendingFactor(context.Background(), f); err != nil {
+		t.Fatal(err)
+	}
+	mustActivate(t, fx.store, f, step, nil)
+	return f
+}
+
 func stepUse(f *verity.Factor, step int64) verity.StepUse {
 	return verity.StepUse{FactorID: f.ID, UserID: f.UserID, Step: step, Now: t0,
 		FailureWindowStart: t0.Add(-time.Hour), FailureLimit: 10}
@@ -206,19 +217,14 @@ func testFactorsInChecks(t *testing.T, open Open) {
 		if out, err := fx.store.CheckPIN(ctx, checkAt(fx, t0, always(verity.LeaveAsIs))); err != nil || out.Factor != nil {
 			t.Fatalf("CheckPIN(leave as is) = %+v, %v; want no factor read", out, err)
 		}
-		u, _ := fx.store.User(ctx, fx.service.ID, fx.user.ID)
-		if u.FailureCount != 0 {
+		if u := readUser(t, fx); u.FailureCount != 0 {
 			t.Fatalf("checks left to the app counted %d failures", u.FailureCount)
 		}
 	})
 
 	t.Run("the app's verdict is applied in the same operation", func(t *testing.T) {
 		fx := newFixture(t, open)
-		f := pendingFactor(fx.user, "k1")
-		if err := fx.store.PutPendingFactor(ctx, f); err != nil {
-			t.Fatal(err)
-		}
-		mustActivate(t, fx.store, f, 7, nil)
+		f := mustActiveApp(t, fx, 7)
 		check := func(v verity.PINVerdict, step int64) verity.PINChecked {
 			t.Helper()
 			c := checkAt(fx, t0, always(verity.ToTheApp))
@@ -237,7 +243,9 @@ func testFactorsInChecks(t *testing.T, open Open) {
 		if out := check(verity.UseStepIt, 8); out.AppVerdict != verity.UseStepIt || out.Step != 8 || !out.Applied {
 			t.Fatalf("UseStepIt(8) = %+v, want applied", out)
 		}
-		if got, _ := fx.store.Factor(ctx, fx.user.ID); got.LastStep != 8 {
+		if got, err := fx.store.Factor(ctx, fx.user.ID); err != nil {
+			t.Fatalf("Factor: %v", err)
+		} else if got.LastStep != 8 {
 			t.Fatalf("last step = %d after using step 8", got.LastStep)
 		}
 		for _, step := range []int64{8, 7} {
@@ -251,8 +259,7 @@ func testFactorsInChecks(t *testing.T, open Open) {
 		if out := check(verity.LeaveAsIs, 0); out.Applied {
 			t.Fatalf("LeaveAsIs = %+v, want nothing applied", out)
 		}
-		u, _ := fx.store.User(ctx, fx.service.ID, fx.user.ID)
-		if u.FailureCount != 1 {
+		if u := readUser(t, fx); u.FailureCount != 1 {
 			t.Fatalf("user failures = %d, want the one wrong app code", u.FailureCount)
 		}
 		// With a failure limit of 1, which that failure reached, the next
@@ -270,11 +277,7 @@ func testFactorsInChecks(t *testing.T, open Open) {
 
 	t.Run("of 100 concurrent checks of one right app code exactly one uses its step", func(t *testing.T) {
 		fx := newFixture(t, open)
-		f := pendingFactor(fx.user, "k1")
-		if err := fx.store.PutPendingFactor(ctx, f); err != nil {
-			t.Fatal(err)
-		}
-		mustActivate(t, fx.store, f, 7, nil)
+		mustActiveApp(t, fx, 7)
 		gate := judgeGate(100, 2*time.Millisecond)
 		wins := parallel(t, 100, func(int) (bool, error) {
 			c := checkAt(fx, t0, always(verity.ToTheApp))

@@ -56,6 +56,16 @@ func readUser(t *testing.T, f *fixture) *verity.User {
 	return u
 }
 
+// readPIN reads the fixture's user's pending PIN back.
+func readPIN(t *testing.T, f *fixture) *verity.PIN {
+	t.Helper()
+	p, err := f.store.PendingPIN(context.Background(), f.user.ID)
+	if err != nil {
+		t.Fatalf("PendingPIN: %v", err)
+	}
+	return p
+}
+
 func testPINs(t *testing.T, open Open) {
 	ctx := context.Background()
 
@@ -84,7 +94,7 @@ func testPINs(t *testing.T, open Open) {
 		if err != nil || out.Verdict != verity.CountIt || !out.Applied {
 			t.Fatalf("CheckPIN(count) = %+v, %v; want applied", out, err)
 		}
-		got, _ := f.store.PendingPIN(ctx, f.user.ID)
+		got := readPIN(t, f)
 		u := readUser(t, f)
 		if got.Attempts != 1 || u.FailureCount != 1 || !u.FailureWindowStart.Equal(now) {
 			t.Fatalf("after a counted try: PIN attempts %d, user failures %d since %v; want 1, 1 since %v",
@@ -116,7 +126,7 @@ func testPINs(t *testing.T, open Open) {
 				t.Fatalf("CheckPIN(%d) of an expired PIN = %+v, %v; want not applied", v, out, err)
 			}
 		}
-		got, _ := f.store.PendingPIN(ctx, f.user.ID)
+		got := readPIN(t, f)
 		u := readUser(t, f)
 		if got.Attempts != 0 || got.ConsumedAt != nil || u.FailureCount != 0 {
 			t.Fatalf("a refused verdict changed state: PIN %+v, user failures %d", got, u.FailureCount)
@@ -243,7 +253,7 @@ func testPINs(t *testing.T, open Open) {
 		if diff := cmp.Diff(want, seen); diff != "" {
 			t.Fatalf("SendHistory mismatch (-want +got):\n%s", diff)
 		}
-		got, _ := f.store.PendingPIN(ctx, f.user.ID)
+		got := readPIN(t, f)
 		if got.ID != first.ID {
 			t.Fatal("a refused start replaced the pending PIN")
 		}
@@ -292,7 +302,7 @@ func testPINs(t *testing.T, open Open) {
 				t.Fatalf("ConsumePIN #%d = %v, %v; want %v", i+1, ok, err, want)
 			}
 		}
-		got, _ := f.store.PendingPIN(ctx, f.user.ID)
+		got := readPIN(t, f)
 		if got.ConsumedAt == nil || !got.ConsumedAt.Equal(t0.Add(time.Second)) {
 			t.Fatalf("ConsumedAt = %v, want %v", got.ConsumedAt, t0.Add(time.Second))
 		}
@@ -325,7 +335,7 @@ func testPINs(t *testing.T, open Open) {
 		if ok, _ := f.store.ConsumePIN(ctx, consumeAt(newer, t0.Add(41*time.Second))); ok {
 			t.Fatal("ConsumePIN of an exhausted PIN succeeded")
 		}
-		got, _ := f.store.PendingPIN(ctx, f.user.ID)
+		got := readPIN(t, f)
 		if got.Attempts != 5 {
 			t.Fatalf("Attempts = %d, want 5", got.Attempts)
 		}
