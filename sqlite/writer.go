@@ -77,6 +77,10 @@ type writeOp struct {
 	// itself), or wraps several in wtx.atomically. It then needs no
 	// savepoint around the whole of it.
 	single bool
+	// between, when set, runs instead of fn on the writer connection with
+	// no transaction open, after the batch before it has committed and
+	// before the next begins: for what must not overlap a write.
+	between func(ctx context.Context, conn *sql.Conn) error
 }
 
 // writeQueue runs writes in group commits on one connection.
@@ -131,6 +135,12 @@ func (q *writeQueue) writeStatement(ctx context.Context, fn func(tx *wtx) error)
 	return q.submit(&writeOp{ctx: ctx, fn: fn, done: make(chan error, 1), single: true})
 }
 
+// runBetween runs fn on the writer connection between two batches, with no
+// transaction open and no write running, and returns its error.
+func (q *writeQueue) runBetween(ctx context.Context, fn func(ctx context.Context, conn *sql.Conn) error) error {
+	return q.submit(&writeOp{ctx: ctx, between: fn, done: make(chan error, 1)})
+}
+
 func (q *writeQueue) submit(op *writeOp) error {
 	ctx := op.ctx
 	q.mu.RLock()
@@ -170,6 +180,11 @@ func (q *writeQueue) loop() {
 	}()
 	batch := make([]*writeOp, 0, maxBatch)
 	for op := range q.ops {
+		if op.between != nil {
+			q.runBetweenOp(op)
+			continue
+		}
+		var after *writeOp // a between op that ended the batch
 		batch = append(batch[:0], op)
 		for range lingerRounds {
 			queued := len(q.ops)
@@ -188,13 +203,29 @@ func (q *writeQueue) loop() {
 				if !ok {
 					break drain
 				}
+				if next.between != nil {
+					after = next
+					break drain
+				}
 				batch = append(batch, next)
 			default:
 				break drain
 			}
 		}
 		q.commit(batch)
+		if after != nil {
+			q.runBetweenOp(after)
+		}
 	}
+}
+
+// runBetweenOp runs a between op.
+func (q *writeQueue) runBetweenOp(op *writeOp) {
+	if err := op.ctx.Err(); err != nil {
+		op.done <- err
+		return
+	}
+	op.done <- op.between(context.WithoutCancel(op.ctx), q.conn)
 }
 
 // commit runs one batch in one transaction.
