@@ -492,3 +492,43 @@ func TestTOTPPoolRegistersUsersOnceTheSeededOnesHaveApps(t *testing.T) {
 		t.Fatalf("the scenario appended into the seeded ids' array: %q", spare)
 	}
 }
+
+// TestSlotClockWakesAtEachSlotNeverBefore checks the open loop's clock on
+// what does not depend on the machine's speed: it never wakes before a
+// slot's time, a slot already due costs no wait, and a cancelled context
+// ends a wait at once.
+func TestSlotClockWakesAtEachSlotNeverBefore(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	clock, err := newSlotClock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clock.close()
+	start := time.Now().Add(time.Millisecond)
+	for k := range 200 {
+		at := slotTime(start, k, 20000) // every 50 µs, far below a Go timer's millisecond
+		if !clock.until(at) {
+			t.Fatalf("slot %d: the wait failed", k)
+		}
+		if now := time.Now(); now.Before(at) {
+			t.Fatalf("slot %d: woke %v before its time", k, at.Sub(now))
+		}
+	}
+	if !clock.until(time.Now().Add(-time.Second)) {
+		t.Fatal("a slot already due must not wait")
+	}
+
+	done := make(chan bool)
+	go func() { done <- clock.until(time.Now().Add(time.Hour)) }()
+	time.Sleep(10 * time.Millisecond)
+	cancel()
+	select {
+	case ok := <-done:
+		if ok {
+			t.Fatal("a wait cut short by the context reported the slot as due")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("cancelling the context did not end the wait")
+	}
+}

@@ -172,6 +172,11 @@ func runOpen(ctx context.Context, tg *target, next targeter, rate float64, d tim
 		r  request
 		at time.Time
 	}
+	clock, err := newSlotClock(ctx)
+	if err != nil {
+		panic(err) // Linux has had timerfd since 2.6.25: not a condition to handle
+	}
+	defer clock.close()
 	rec := newRecorder()
 	n := slotCount(rate, d)
 	jobs := make(chan job, min(max(n, 1), 1<<20)) // the backlog waits here, never in the dispatcher
@@ -190,18 +195,10 @@ func runOpen(ctx context.Context, tg *target, next targeter, rate float64, d tim
 	}
 	start := time.Now().Add(5 * time.Millisecond)
 	sentSlots := 0
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-dispatch:
 	for k := range n {
 		at := slotTime(start, k, rate)
-		if wait := time.Until(at); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-ctx.Done():
-				break dispatch
-			case <-timer.C:
-			}
+		if !clock.until(at) {
+			break
 		}
 		r, ok := next(k, at)
 		if !ok {
