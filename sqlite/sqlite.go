@@ -140,7 +140,15 @@ func OpenWith(path string, opts Options) (*DB, error) {
 }
 
 // checkpointInterval is how often the WAL is copied back into the database.
-const checkpointInterval = 250 * time.Millisecond
+// A checkpoint copies every page changed since the one before, and with a
+// million users those are scattered over the file: at 250 ms each took up
+// to 11 ms and the requests of its moment waited up to 25 ms, while the
+// writer's commits did not slow down. Measured with the benchmark at a
+// million users (check p99, start p99, starts/s): 250 ms 17–21, 30–35 ms,
+// 12–13.5k; 100 ms 12, 22 ms, 10.8k; 50 ms 9, 16 ms, 9.3k. At 1000 users,
+// where the same hot pages are copied each time, it makes no difference
+// measurable here.
+const checkpointInterval = 100 * time.Millisecond
 
 // checkpointer copies the WAL into the database file. With SQLite's
 // automatic checkpoints, the commit that crosses the WAL threshold runs the
