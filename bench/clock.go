@@ -34,14 +34,17 @@ func newSlotClock(ctx context.Context) (*slotClock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("timerfd_create: %w", err)
 	}
-	// Go's monotonic clock is CLOCK_MONOTONIC: read both at the same moment
-	// to turn a time.Time into the timerfd's absolute time.
+	// Go's monotonic clock is CLOCK_MONOTONIC: read both, one after the
+	// other, to turn a time.Time into the timerfd's absolute time. Go's
+	// first: whatever passes between the two readings then makes every wake
+	// that much late, never early.
+	base := time.Now()
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("clock_gettime: %w", err)
 	}
-	c := &slotClock{f: os.NewFile(uintptr(fd), "slot-clock"), base: time.Now(), monoNS: ts.Nano()}
+	c := &slotClock{f: os.NewFile(uintptr(fd), "slot-clock"), base: base, monoNS: ts.Nano()}
 	c.unwatch = context.AfterFunc(ctx, func() { c.f.SetReadDeadline(time.Now()) })
 	return c, nil
 }

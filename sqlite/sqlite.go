@@ -166,9 +166,9 @@ const checkpointInterval = 100 * time.Millisecond
 //     beginning, at the next commit. Step 1 alone never gets there under a
 //     steady load, whose commits keep adding frames while it copies, and the
 //     WAL then grows without bound (1 GB in a minute of the check
-//     benchmark), each commit paying for a longer file. A reader holding an
-//     old snapshot can still keep a tick from restarting it; a later tick
-//     does.
+//     benchmark), each commit paying for a longer file. A reader still
+//     reading from the WAL keeps a tick from restarting it (one on an old
+//     snapshot also keeps it from being copied whole); a later tick does.
 func (db *DB) checkpointer(interval time.Duration) {
 	defer close(db.checkpointsDone)
 	t := time.NewTicker(interval)

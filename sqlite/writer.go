@@ -79,7 +79,8 @@ type writeOp struct {
 	single bool
 	// between, when set, runs instead of fn on the writer connection with
 	// no transaction open, after the batch before it has committed and
-	// before the next begins: for what must not overlap a write.
+	// before the next begins: for what must not overlap a write. It must
+	// not submit to the queue itself, which would wait for it forever.
 	between func(ctx context.Context, conn *sql.Conn) error
 }
 
