@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"runtime"
 	"slices"
@@ -38,6 +39,9 @@ type DB struct {
 	reader *sql.DB
 
 	readStmts *stmtCache
+	log       *slog.Logger
+
+	checkpointFailing bool // the last checkpoint failed; the checkpointer goroutine's own
 
 	stopCheckpoints, checkpointsDone chan struct{}
 	closeOnce                        sync.Once
@@ -66,6 +70,10 @@ const (
 // Options tune how the file is opened; the zero value is the safe default.
 type Options struct {
 	Sync Sync // "" means SyncFull
+	// Log receives what background work has to report: a checkpoint that
+	// fails (the write-ahead log then grows until one succeeds). nil
+	// discards it.
+	Log *slog.Logger
 }
 
 // Open opens (creating if missing) the database file at path with the
@@ -133,7 +141,11 @@ func OpenWith(path string, opts Options) (*DB, error) {
 		writer.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	db := &DB{path: path, writer: writer, reader: reader, q: q, readStmts: newStmtCache(reader),
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	db := &DB{path: path, writer: writer, reader: reader, q: q, readStmts: newStmtCache(reader), log: log,
 		stopCheckpoints: make(chan struct{}), checkpointsDone: make(chan struct{})}
 	go db.checkpointer(checkpointInterval)
 	return db, nil
@@ -178,13 +190,26 @@ func (db *DB) checkpointer(interval time.Duration) {
 		case <-db.stopCheckpoints:
 			return
 		case <-t.C:
-			// Best effort, both: the next tick retries.
-			db.writer.Exec("PRAGMA wal_checkpoint(PASSIVE)")
-			db.q.runBetween(context.Background(), func(ctx context.Context, conn *sql.Conn) error {
-				_, err := conn.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
-				return err
-			})
+			db.checkpoint()
 		}
+	}
+}
+
+// checkpoint runs one tick of the checkpointer. A failure is retried at the
+// next tick; a run of them is logged once, when it starts, and its end once.
+func (db *DB) checkpoint() {
+	_, err := db.writer.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+	err = errors.Join(err, db.q.runBetween(context.Background(), func(ctx context.Context, conn *sql.Conn) error {
+		_, err := conn.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
+		return err
+	}))
+	switch {
+	case err != nil && !db.checkpointFailing:
+		db.checkpointFailing = true
+		db.log.Warn("sqlite checkpoint failed; the write-ahead log grows until one succeeds", "path", db.path+"-wal", "err", err)
+	case err == nil && db.checkpointFailing:
+		db.checkpointFailing = false
+		db.log.Info("sqlite checkpoints succeed again", "path", db.path+"-wal")
 	}
 }
 

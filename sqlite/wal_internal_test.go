@@ -1,10 +1,13 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,4 +108,45 @@ func TestWALRestartsUnderContinuousWrites(t *testing.T) {
 			n, 40*checkpointInterval, total)
 	}
 	t.Logf("2 restarts in %d writes", total)
+}
+
+// lockedBuffer is a bytes.Buffer a logger may write to from another goroutine.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestFailingCheckpointsAreLoggedOnce breaks the connection pool the
+// checkpoints run on: the failure must reach the log, once for the whole
+// run of failing ticks rather than ten times a second.
+func TestFailingCheckpointsAreLoggedOnce(t *testing.T) {
+	var logged lockedBuffer
+	db, err := OpenWith(filepath.Join(t.TempDir(), "v.db"), Options{Log: slog.New(slog.NewTextHandler(&logged, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.writer.Close() // the background checkpoint's pool; Close tolerates a second close
+
+	const warning = "sqlite checkpoint failed"
+	deadline := time.Now().Add(50 * checkpointInterval)
+	for !strings.Contains(logged.String(), warning) && time.Now().Before(deadline) {
+		time.Sleep(checkpointInterval / 2)
+	}
+	time.Sleep(5 * checkpointInterval) // five more failing ticks
+	if n := strings.Count(logged.String(), warning); n != 1 {
+		t.Fatalf("the warning was logged %d times, want once; the log:\n%s", n, logged.String())
+	}
 }

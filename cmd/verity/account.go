@@ -41,7 +41,7 @@ func (f *dbFlags) withApp(ctx context.Context, fn func(*app.App) error) error {
 	if err != nil {
 		return err
 	}
-	store, err := f.openStore(ctx)
+	store, err := f.openStore(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ type migrateCmd struct {
 }
 
 func (c *migrateCmd) Run(ctx context.Context) error {
-	store, err := c.openStore(ctx) // opening migrates
+	store, err := c.openStore(ctx, nil) // opening migrates
 	if err != nil {
 		return err
 	}

@@ -62,8 +62,9 @@ func describe(err error) string {
 	return err.Error()
 }
 
-// openStore opens and migrates the configured database.
-func (f *dbFlags) openStore(ctx context.Context) (verity.Store, error) {
+// openStore opens and migrates the configured database; log (nil: none)
+// receives what the store's background work reports.
+func (f *dbFlags) openStore(ctx context.Context, log *slog.Logger) (verity.Store, error) {
 	dsn := f.DB
 	if dsn == "" {
 		if err := os.MkdirAll(f.DataDir, 0o700); err != nil {
@@ -71,7 +72,7 @@ func (f *dbFlags) openStore(ctx context.Context) (verity.Store, error) {
 		}
 		dsn = filepath.Join(f.DataDir, "verity.db")
 	}
-	return storeopen.OpenWith(ctx, dsn, storeopen.Options{SQLite: sqlite.Options{Sync: sqlite.Sync(f.SQLiteSync)}})
+	return storeopen.OpenWith(ctx, dsn, storeopen.Options{SQLite: sqlite.Options{Sync: sqlite.Sync(f.SQLiteSync), Log: log}})
 }
 
 // openDatabase opens and migrates a database named by a SQLite path or a

@@ -57,7 +57,7 @@ func (c *serveCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	store, err := c.openStore(ctx)
+	store, err := c.openStore(ctx, log)
 	if err != nil {
 		return err
 	}
