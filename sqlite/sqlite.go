@@ -199,10 +199,11 @@ func (db *DB) checkpointer(interval time.Duration) {
 // next tick; a run of them is logged once, when it starts, and its end once.
 func (db *DB) checkpoint() {
 	_, err := db.writer.Exec("PRAGMA wal_checkpoint(PASSIVE)")
-	err = errors.Join(err, db.q.runBetween(context.Background(), func(ctx context.Context, conn *sql.Conn) error {
+	werr := db.q.runBetween(context.Background(), func(ctx context.Context, conn *sql.Conn) error {
 		_, err := conn.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
 		return err
-	}))
+	})
+	err = errors.Join(err, werr)
 	switch {
 	case err != nil && !db.checkpointFailing:
 		db.checkpointFailing = true
@@ -261,9 +262,11 @@ func (db *DB) Ping(ctx context.Context) error {
 // the first call's result.
 func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
-		db.q.close()
+		// The checkpointer first: it uses the write queue, and a checkpoint
+		// refused by a closed queue would be logged as a failure.
 		close(db.stopCheckpoints)
 		<-db.checkpointsDone
+		db.q.close()
 		db.readStmts.close()
 		db.closeErr = errors.Join(db.reader.Close(), db.writer.Close())
 	})
