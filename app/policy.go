@@ -81,8 +81,7 @@ func validSenderName(name string) bool {
 // containing "<PIN>" cannot capture the code's place.
 func renderMessage(template, serviceName, pin string) string {
 	before, after, _ := strings.Cut(template, pinPlaceholder)
-	r := strings.NewReplacer("{service}", serviceName)
-	return r.Replace(before) + pin + r.Replace(after)
+	return strings.ReplaceAll(before, "{service}", serviceName) + pin + strings.ReplaceAll(after, "{service}", serviceName)
 }
 
 // printable reports whether s is valid UTF-8 without control characters:

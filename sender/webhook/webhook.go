@@ -93,13 +93,28 @@ func New(cfg Config) (*Sender, error) {
 
 	// A copy, so the caller's client keeps its own redirect policy. Ours never
 	// follows one: a redirect would carry the PIN to a URL nobody configured.
-	c := http.Client{}
+	c := http.Client{Transport: newTransport()}
 	if cfg.Client != nil {
 		c = *cfg.Client
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	s.client = &c
 	return s, nil
+}
+
+// idleConnsPerGateway is how many idle connections to the gateway are kept
+// for the next messages. net/http's default keeps 2: under load, with more
+// messages in flight than that, every other message dialled a new TCP (and
+// TLS) connection and left one in TIME_WAIT.
+const idleConnsPerGateway = 64
+
+// newTransport is net/http's default transport (proxy from the environment,
+// its timeouts, HTTP/2) keeping idleConnsPerGateway idle connections.
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = max(t.MaxIdleConns, idleConnsPerGateway)
+	t.MaxIdleConnsPerHost = idleConnsPerGateway
+	return t
 }
 
 // payload is the JSON body; its field order is the documented one.

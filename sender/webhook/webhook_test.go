@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -277,5 +280,48 @@ func TestNewCopiesTheSecret(t *testing.T) {
 	req := <-got
 	if err := webhook.Verify(testSecret, req.header.Get(webhook.TimestampHeader), req.header.Get(webhook.SignatureHeader), req.body, time.Now(), 0); err != nil {
 		t.Fatalf("Verify with the original secret: %v", err)
+	}
+}
+
+// TestSendKeepsConnectionsForTheNextMessages sends rounds of concurrent
+// messages: after the first round, they must go over the connections the
+// first one opened, not a new connection per message (net/http's default
+// keeps only two idle connections per host).
+func TestSendKeepsConnectionsForTheNextMessages(t *testing.T) {
+	var newConns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusOK)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			newConns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	s := MustNew(t, webhook.Config{URL: srv.URL, Secret: testSecret})
+
+	const inFlight, rounds = 16, 5
+	for range rounds {
+		var wg sync.WaitGroup
+		errs := make(chan error, inFlight)
+		for range inFlight {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- s.Send(context.Background(), testMessage())
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := newConns.Load(); n > inFlight {
+		t.Fatalf("%d rounds of %d concurrent messages opened %d connections, want at most %d", rounds, inFlight, n, inFlight)
 	}
 }
