@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,25 +15,8 @@ import (
 // write waits for: raise a number only with a reason.
 func TestStatementsPerWrite(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(filepath.Join(t.TempDir(), "v.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-	acct := &verity.Account{ID: uuid.NewString(), Username: "acme", SecretHash: []byte{1}, CreatedAt: now}
-	svc := &verity.Service{ID: uuid.NewString(), AccountID: acct.ID, Name: "Acme", FQDN: "acme.example.com",
-		Settings: verity.DefaultSettings(), CreatedAt: now}
-	u := &verity.User{ID: uuid.NewString(), ServiceID: svc.ID, IDInService: "alice", Phone: "+3725555555",
-		PhoneType: "MOBILE", CreatedAt: now}
-	for _, err := range []error{db.CreateAccount(ctx, acct), db.CreateService(ctx, svc), db.CreateUser(ctx, u)} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	db, svc, u := openWithUser(t, now)
 	settings := verity.DefaultSettings()
 	start := func(at time.Time) verity.PINStart {
 		return verity.PINStart{ServiceID: svc.ID,

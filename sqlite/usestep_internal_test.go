@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,27 +18,12 @@ import (
 // steps with the factor, so it is the second lock on a replay, not the first.
 func TestStepRefusedByTheUsedStepsKeyLeavesTheFactorAsItWas(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(filepath.Join(t.TempDir(), "v.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-	acct := &verity.Account{ID: uuid.NewString(), Username: "acme", SecretHash: []byte{1}, CreatedAt: now}
-	svc := &verity.Service{ID: uuid.NewString(), AccountID: acct.ID, Name: "Acme", FQDN: "acme.example.com",
-		Settings: verity.DefaultSettings(), CreatedAt: now}
-	u := &verity.User{ID: uuid.NewString(), ServiceID: svc.ID, IDInService: "alice", Phone: "+3725555555",
-		PhoneType: "MOBILE", CreatedAt: now}
+	db, svc, u := openWithUser(t, now)
 	f := &verity.Factor{ID: uuid.NewString(), UserID: u.ID, Status: verity.FactorPending, KeyID: "k1",
 		Secret: []byte("sealed"), Algorithm: "SHA1", Digits: 6, Period: 30, CreatedAt: now}
-	for _, err := range []error{db.CreateAccount(ctx, acct), db.CreateService(ctx, svc), db.CreateUser(ctx, u),
-		db.PutPendingFactor(ctx, f)} {
-		if err != nil {
-			t.Fatal(err)
-		}
+	if err := db.PutPendingFactor(ctx, f); err != nil {
+		t.Fatal(err)
 	}
 	if ok, err := db.ActivateFactor(ctx, verity.FactorActivation{FactorID: f.ID, UserID: u.ID, Step: 5, Now: now}); err != nil || !ok {
 		t.Fatalf("ActivateFactor = %v, %v", ok, err)

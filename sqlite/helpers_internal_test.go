@@ -1,0 +1,37 @@
+package sqlite
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/verityhq/verity"
+)
+
+// openWithUser opens a migrated store in a temporary folder, closed when the
+// test ends, holding one account, one service and one user created at now.
+func openWithUser(t *testing.T, now time.Time) (*DB, *verity.Service, *verity.User) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := Open(filepath.Join(t.TempDir(), "v.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	acct := &verity.Account{ID: uuid.NewString(), Username: "acme", SecretHash: []byte{1}, CreatedAt: now}
+	svc := &verity.Service{ID: uuid.NewString(), AccountID: acct.ID, Name: "Acme", FQDN: "acme.example.com",
+		Settings: verity.DefaultSettings(), CreatedAt: now}
+	u := &verity.User{ID: uuid.NewString(), ServiceID: svc.ID, IDInService: "alice", Phone: "+3725555555",
+		PhoneType: "MOBILE", CreatedAt: now}
+	for _, err := range []error{db.CreateAccount(ctx, acct), db.CreateService(ctx, svc), db.CreateUser(ctx, u)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db, svc, u
+}
