@@ -7,7 +7,7 @@ import "time"
 type PIN struct {
 	ID         string // the auth_id shown to API callers
 	UserID     string
-	Hash       []byte // HMAC-SHA256 of the code under the server key, never the code
+	Hash       []byte // a keyed HMAC-SHA256 of the code (see CodeHashSize), never the code
 	CreatedAt  time.Time
 	ExpiresAt  time.Time
 	Attempts   int        // wrong tries counted against this PIN
@@ -116,11 +116,27 @@ type PINCheck struct {
 	// be quick and must not call the store. Nil: the app is only read.
 	JudgeApp func(u *User, f *Factor) (v PINVerdict, step int64)
 
+	// CodeHash, when set, is the typed code in the stored form a PIN of this
+	// user would have under the current hash scheme: CodeHashSize bytes, a
+	// tag byte naming the scheme, then the MAC. It lets a store decide in the
+	// statement that reads, for a user whose latest start was an SMS PIN
+	// (LastMethod "sms") and whose newest PIN carries the same tag: consume
+	// the PIN when its MAC equals CodeHash's, count a wrong try when it does
+	// not, each under PINConsume's or FailedTry's conditions, comparing the
+	// MACs in constant time. Judge must give the same verdicts in those cases
+	// (a store that decided checks that it did); it alone decides the rest.
+	// A store may ignore CodeHash.
+	CodeHash []byte
+
 	Now                time.Time
 	MaxAttempts        int
 	FailureWindowStart time.Time
 	FailureLimit       int
 }
+
+// CodeHashSize is the length of a PINCheck's CodeHash, and of a PIN hash
+// under the current scheme: a tag byte, then an HMAC-SHA256.
+const CodeHashSize = 1 + 32
 
 // PINChecked is what CheckPIN saw and did.
 type PINChecked struct {

@@ -59,6 +59,7 @@ func (o *outbox) count() int {
 
 type env struct {
 	app     *app.App
+	keys    *app.Keys
 	db      *sqlite.DB
 	dbPath  string
 	seeds   *secretbox.FileKeyring
@@ -91,7 +92,7 @@ func newEnv(t *testing.T) *env {
 	if e.seeds, err = secretbox.OpenFileKeyring(filepath.Join(dir, "seed-keys.json"), true); err != nil {
 		t.Fatal(err)
 	}
-	e.db = db
+	e.db, e.keys = db, keys
 	e.app = app.New(db, e.outbox, keys, nil)
 	e.app.Seeds = e.seeds
 	e.app.Now = e.clock.Now

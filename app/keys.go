@@ -12,15 +12,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/verityhq/verity"
 )
 
 // Keys holds the keys derived from the server secret. Each purpose gets its
 // own key so that a value computed for one purpose is useless for another.
 type Keys struct {
-	master   []byte
-	pin      []byte
-	cred     []byte
-	recovery []byte
+	master    []byte
+	pinByUser []byte
+	pinByPIN  []byte // the scheme before pinHashByUser: kept for PINs pending across the upgrade
+	cred      []byte
+	recovery  []byte
 }
 
 // NewKeys derives the purpose keys from a master secret of at least 32 bytes.
@@ -29,10 +32,11 @@ func NewKeys(master []byte) (*Keys, error) {
 		return nil, errors.New("server secret key must be at least 32 bytes")
 	}
 	return &Keys{
-		master:   master,
-		pin:      derive(master, "verity pin hash v1"),
-		cred:     derive(master, "verity api credential v1"),
-		recovery: derive(master, "verity recovery code v1"),
+		master:    master,
+		pinByUser: derive(master, "verity pin hash v2"),
+		pinByPIN:  derive(master, "verity pin hash v1"),
+		cred:      derive(master, "verity api credential v1"),
+		recovery:  derive(master, "verity recovery code v1"),
 	}, nil
 }
 
@@ -42,14 +46,44 @@ func derive(master []byte, label string) []byte {
 	return m.Sum(nil)
 }
 
-// PINHash is the stored form of a PIN: HMAC-SHA256 keyed by the server key
-// over the PIN's own id and the code, so equal codes never hash alike.
-func (k *Keys) PINHash(pinID, code string) []byte {
-	m := hmac.New(sha256.New, k.pin)
+// pinHashByUser tags a PIN hash keyed by the user (PINHash). A PIN stored
+// before it has the 32-byte HMAC of pinHashByPIN alone, without a tag.
+const pinHashByUser byte = 2
+
+// PINHash is the stored form of a PIN: pinHashByUser, then HMAC-SHA256
+// keyed by the server key over the user's id and the code
+// (verity.CodeHashSize bytes). Keyed by the user rather than the PIN, a
+// typed code can be hashed before its PIN is read, so that a store can
+// compare and write in the statement that reads (verity.PINCheck.CodeHash):
+// one round trip per check on PostgreSQL. Two PINs of one user with the
+// same code hash alike; the hash still says nothing about the code without
+// the server key.
+func (k *Keys) PINHash(userID, code string) []byte {
+	m := hmac.New(sha256.New, k.pinByUser)
+	m.Write([]byte(userID))
+	m.Write([]byte{0})
+	m.Write([]byte(code))
+	return m.Sum([]byte{pinHashByUser})
+}
+
+// pinHashByPIN is the stored form of a PIN before pinHashByUser: HMAC-SHA256
+// over the PIN's own id and the code.
+func (k *Keys) pinHashByPIN(pinID, code string) []byte {
+	m := hmac.New(sha256.New, k.pinByPIN)
 	m.Write([]byte(pinID))
 	m.Write([]byte{0})
 	m.Write([]byte(code))
 	return m.Sum(nil)
+}
+
+// PINMatches reports, in constant time, whether code is p's code. typed is
+// PINHash(p.UserID, code), which the caller has already computed for the
+// check; a PIN stored under the earlier scheme is hashed again its own way.
+func (k *Keys) PINMatches(p *verity.PIN, code string, typed []byte) bool {
+	if len(p.Hash) == verity.CodeHashSize && p.Hash[0] == pinHashByUser {
+		return hmac.Equal(typed, p.Hash)
+	}
+	return hmac.Equal(k.pinHashByPIN(p.ID, code), p.Hash)
 }
 
 // RecoveryCodeHash is the stored form of a recovery code, bound to its user.

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"errors"
 	"math"
@@ -115,7 +114,7 @@ func (a *App) sendPIN(ctx context.Context, svc *verity.Service, userID string) (
 		CreatedAt: now,
 		ExpiresAt: now.Add(policy.PINValidity()),
 	}
-	pin.Hash = a.keys.PINHash(pin.ID, code)
+	pin.Hash = a.keys.PINHash(userID, code)
 	res, err := a.store.StartPIN(ctx, verity.PINStart{
 		ServiceID:          svc.ID,
 		PIN:                pin,
@@ -252,6 +251,7 @@ type codeCheckResult struct {
 func (a *App) checkCode(ctx context.Context, serviceID, userID string, policy verity.Settings, c Check, appFirst bool) (codeCheckResult, error) {
 	now := a.Now()
 	var res codeCheckResult
+	typed := a.keys.PINHash(userID, c.Token)
 	judge := func(u *verity.User, pin *verity.PIN) verity.PINVerdict {
 		res = codeCheckResult{route: routeDone, user: u, Checked: Checked{Method: MethodSMS, Result: ResultInvalid}}
 		switch {
@@ -272,7 +272,7 @@ func (a *App) checkCode(ctx context.Context, serviceID, userID string, policy ve
 			res.Result = result
 			return verity.LeaveAsIs
 		}
-		if hmac.Equal(a.keys.PINHash(pin.ID, c.Token), pin.Hash) {
+		if a.keys.PINMatches(pin, c.Token, typed) {
 			res.Result = ResultVerified
 			return verity.ConsumeIt
 		}
@@ -299,11 +299,18 @@ func (a *App) checkCode(ctx context.Context, serviceID, userID string, policy ve
 		}
 		return verity.CountIt, 0 // a wrong code: INVALID
 	}
-	out, err := a.store.CheckPIN(ctx, verity.PINCheck{
+	check := verity.PINCheck{
 		ServiceID: serviceID, UserID: userID, Judge: judge, JudgeApp: judgeApp,
 		Now: now, MaxAttempts: policy.MaxAttempts,
 		FailureWindowStart: now.Add(-policy.FailureWindow()), FailureLimit: policy.FailureLimit,
-	})
+	}
+	if c.Method != MethodTOTP && c.AuthID == "" {
+		// For a user whose latest start was an SMS PIN, judge compares
+		// typed with the PIN under the PIN's own conditions, as the store
+		// may do in the statement that reads.
+		check.CodeHash = typed
+	}
+	out, err := a.store.CheckPIN(ctx, check)
 	if err != nil {
 		return codeCheckResult{}, notFound(err, "no such user")
 	}

@@ -3,8 +3,19 @@ package postgres
 import (
 	"context"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
+
+// OpenTraced is Open with tracer seeing every statement the store sends.
+func OpenTraced(ctx context.Context, connString string, opts Options, tracer pgx.QueryTracer) (*DB, error) {
+	cfg, err := poolConfig(connString, opts)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ConnConfig.Tracer = tracer
+	return open(ctx, cfg, opts)
+}
 
 // Warm opens every connection the pool may hold. Without it the first
 // concurrent calls on a new pool queue behind connection setup, which takes

@@ -200,23 +200,45 @@ func (n *nullPIN) get(userID string) *verity.PIN {
 // checkPINRounds bounds how often CheckPIN reads again after losing a race.
 const checkPINRounds = 3
 
-// CheckPIN reads (the user, its newest PIN and its active app, in one
-// statement), judges, then applies the verdict with ConsumePIN's,
+// CheckPIN reads the user, its newest PIN and its active app in one
+// statement. With c.CodeHash (verity.PINCheck says when it applies) that
+// statement also decides and writes, comparing the typed code's hash with
+// the PIN's in SQL (decidingCheckSQL): a check is then one round trip.
+// Otherwise it judges in Go and applies the verdict with ConsumePIN's,
 // CountFailedTry's or UseStep's conditional write, which other nodes cannot
-// slip past: two round trips, whether the code is for the PIN or the app.
-// Holding a row lock across the judge would cost two more round trips per
-// check; instead, when the write finds that a concurrent check changed the
-// state since the read, it reads and judges again.
+// slip past: two round trips. Holding a row lock across the judge would cost
+// two more; instead, when the write finds that a concurrent check changed
+// the state since the read, it reads and judges again.
 func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecked, error) {
 	var out verity.PINChecked
-	for range checkPINRounds {
-		u, p, app, err := db.userWithPINAndApp(ctx, c.ServiceID, c.UserID)
+	for round := range checkPINRounds {
+		var u *verity.User
+		var p *verity.PIN
+		var app *verity.Factor
+		var decided deciding
+		var err error
+		if round == 0 && len(c.CodeHash) == verity.CodeHashSize {
+			u, p, app, decided, err = db.decidingCheck(ctx, c)
+		} else {
+			u, p, app, err = db.userWithPINAndApp(ctx, c.ServiceID, c.UserID)
+		}
 		if err != nil {
 			return verity.PINChecked{}, err
 		}
 		out = verity.PINChecked{User: u, PIN: p, Verdict: c.Judge(u, p)}
 		if p == nil && (out.Verdict == verity.ConsumeIt || out.Verdict == verity.CountIt) {
 			out.Verdict = verity.LeaveAsIs // nothing to apply it to
+		}
+		if decided.decided {
+			if want := decided.verdict(); out.Verdict != want {
+				return verity.PINChecked{}, verity.Errorf(verity.EINTERNAL,
+					"postgres.CheckPIN: the judge gave verdict %d where the PIN's hash gave %d", out.Verdict, want)
+			}
+			if decided.applied {
+				out.Applied = true
+				return out, nil
+			}
+			continue // a concurrent check changed the PIN or the user first: read and judge again
 		}
 		switch out.Verdict {
 		case verity.ConsumeIt:
@@ -249,6 +271,103 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 		}
 	}
 	return out, nil
+}
+
+// deciding is what decidingCheckSQL decided and did.
+type deciding struct {
+	decided bool // the statement judged the PIN: verity.PINCheck.CodeHash's conditions held
+	matched bool // the code was right
+	applied bool // its write changed the PIN (and, for a wrong code, the user)
+}
+
+// verdict is the verdict Judge must agree with when the statement decided.
+func (d deciding) verdict() verity.PINVerdict {
+	if d.matched {
+		return verity.ConsumeIt
+	}
+	return verity.CountIt
+}
+
+// decidingCheckSQL reads what userWithPINAndApp reads and, in the same
+// statement, applies a PIN check's verdict: $1 the user, $2 the failure
+// window start, $3 now, $4 the failure limit (countUserFailure's
+// parameters), $5 the service, $6 the PIN's try limit, $7 the typed code's
+// hash.
+//
+// r decides when the user's latest start was an SMS PIN, its newest PIN is
+// pending (unused, unexpired, under its try limit), the user is not locked
+// out, and the PIN's hash has the typed hash's length and tag byte; it then
+// compares the MACs after the tag in constant time: the XOR of the two, as
+// 256 bits, ORed together in four 64-bit words, is zero only when they are
+// equal, and no step depends on where they differ. r is read once, from
+// the statement's snapshot, and every part below sees the same snapshot.
+//
+// A right code consumes the PIN under ConsumePIN's conditions on the row
+// itself (consume); a wrong one counts the try as countFailedTrySQL does
+// (lock_user, count_pin, count_user: the user's row is locked first and the
+// lockout re-checked on its committed version, then the PIN, then the
+// user's failure). A concurrent UPDATE of the same row makes the write wait
+// and re-evaluate its WHERE on the committed row, so, as with the separate
+// statements, at most one check consumes a PIN and no counter passes its
+// limit; a write that finds the row changed applies nothing, and CheckPIN
+// reads again.
+var decidingCheckSQL = `
+	WITH r AS (
+	  SELECT ` + userWithPINColumns + `, ` + prefixed("f.", factorColumns) + `, p.id AS pin_id, d.decides,
+	    CASE WHEN d.decides THEN (
+	      SELECT (substring(x FROM 1 FOR 64)::bigint | substring(x FROM 65 FOR 64)::bigint
+	            | substring(x FROM 129 FOR 64)::bigint | substring(x FROM 193 FOR 64)::bigint) = 0
+	      FROM (SELECT ('x' || encode(substring(p.hash FROM 2), 'hex'))::bit(256)
+	                 # ('x' || encode(substring($7::bytea FROM 2), 'hex'))::bit(256) AS x) xor
+	    ) ELSE false END AS matches` + userWithPINFrom + `
+	  LEFT JOIN factors f ON f.user_id = u.id AND f.status = 'active'
+	  CROSS JOIN LATERAL (SELECT COALESCE(
+	    u.last_method = 'sms' AND p.consumed_at IS NULL AND p.expires_at > $3 AND p.attempts < $6
+	    AND (u.failure_window_start IS NULL OR u.failure_window_start <= $2 OR u.failure_count < $4)
+	    AND length(p.hash) = 33 AND length($7::bytea) = 33 AND get_byte(p.hash, 0) = get_byte($7::bytea, 0),
+	    false) AS decides) d
+	  WHERE u.id = $1 AND u.service_id = $5
+	), consume AS (
+	  UPDATE pins SET consumed_at = $3
+	  WHERE id = (SELECT pin_id FROM r WHERE matches) AND user_id = $1
+	    AND consumed_at IS NULL AND expires_at > $3 AND attempts < $6
+	  RETURNING 1
+	), lock_user AS (
+	  SELECT id FROM users WHERE id = $1 AND ` + userNotLockedOut + `
+	    AND EXISTS (SELECT 1 FROM r WHERE decides AND NOT matches)
+	  FOR NO KEY UPDATE
+	), count_pin AS (
+	  UPDATE pins SET attempts = attempts + 1
+	  WHERE id = (SELECT pin_id FROM r) AND user_id = $1
+	    AND consumed_at IS NULL AND expires_at > $3 AND attempts < $6
+	    AND EXISTS (SELECT 1 FROM lock_user)
+	  RETURNING 1
+	), count_user AS (` + countUserFailure + `
+	  WHERE id = $1 AND EXISTS (SELECT 1 FROM count_pin)
+	  RETURNING 1
+	)
+	SELECT r.*, EXISTS (SELECT 1 FROM consume) OR EXISTS (SELECT 1 FROM count_user) FROM r`
+
+// decidingCheck runs decidingCheckSQL.
+func (db *DB) decidingCheck(ctx context.Context, c verity.PINCheck) (*verity.User, *verity.PIN, *verity.Factor, deciding, error) {
+	const op = "postgres.CheckPIN"
+	if !storable(c.ServiceID, c.UserID) {
+		return nil, nil, nil, deciding{}, notFound(op)
+	}
+	ctx, cancel := db.bound(ctx)
+	defer cancel()
+	var pin nullPIN
+	var app nullFactor
+	var pinID *string
+	var d deciding
+	dest := append(append(pin.dest(), app.dest()...), &pinID, &d.decided, &d.matched, &d.applied)
+	u, err := scanUser(db.pool.QueryRow(ctx, decidingCheckSQL,
+		c.UserID, ts(c.FailureWindowStart), ts(c.Now), c.FailureLimit, c.ServiceID, c.MaxAttempts, c.CodeHash),
+		dest...)
+	if err != nil {
+		return nil, nil, nil, deciding{}, translate(op, err)
+	}
+	return u, pin.get(u.ID), app.get(), d, nil
 }
 
 // prefixed qualifies every column of a comma-separated list with a table alias.

@@ -125,6 +125,11 @@ func Open(ctx context.Context, connString string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	return open(ctx, cfg, opts)
+}
+
+// open opens the pool cfg describes (Open's second half; tests trace it).
+func open(ctx context.Context, cfg *pgxpool.Config, opts Options) (*DB, error) {
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: open: %w", err)

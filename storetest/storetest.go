@@ -24,6 +24,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("users", func(t *testing.T) { testUsers(t, open) })
 	t.Run("pins", func(t *testing.T) { testPINs(t, open) })
 	t.Run("pin concurrency", func(t *testing.T) { testPINConcurrency(t, open) })
+	t.Run("checks by the code's hash", func(t *testing.T) { testCodeHashChecks(t, open) })
 	t.Run("factors", func(t *testing.T) { testFactors(t, open) })
 	t.Run("factors in checks", func(t *testing.T) { testFactorsInChecks(t, open) })
 	t.Run("factor concurrency", func(t *testing.T) { testFactorConcurrency(t, open) })

@@ -1,0 +1,89 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/app"
+)
+
+func TestPINHashIsTaggedAndKeyedByTheUserAndTheCode(t *testing.T) {
+	keys, err := app.NewKeys(bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := keys.PINHash("u1", "123456")
+	if len(h) != verity.CodeHashSize || h[0] != 2 {
+		t.Fatalf("PINHash = %x: want %d bytes starting with the tag 2", h, verity.CodeHashSize)
+	}
+	if !bytes.Equal(h, keys.PINHash("u1", "123456")) {
+		t.Fatal("PINHash differs for the same user and code")
+	}
+	for _, other := range [][]byte{keys.PINHash("u2", "123456"), keys.PINHash("u1", "123457"), keys.PINHash("u11", "23456")} {
+		if bytes.Equal(h, other) {
+			t.Fatalf("PINHash(u1, 123456) = %x equals the hash of another user or code", h)
+		}
+	}
+	otherKeys, _ := app.NewKeys(bytes.Repeat([]byte{2}, 32))
+	if bytes.Equal(h, otherKeys.PINHash("u1", "123456")) {
+		t.Fatal("PINHash does not depend on the server key")
+	}
+}
+
+func TestPINMatchesUnderBothSchemes(t *testing.T) {
+	keys, err := app.NewKeys(bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	byUser := &verity.PIN{ID: "p1", UserID: "u1", Hash: keys.PINHash("u1", "123456")}
+	byPIN := &verity.PIN{ID: "p1", UserID: "u1", Hash: keys.PINHashByPIN("p1", "123456")}
+	for _, tc := range []struct {
+		name string
+		pin  *verity.PIN
+		code string
+		want bool
+	}{
+		{"by user, right", byUser, "123456", true},
+		{"by user, wrong", byUser, "123457", false},
+		{"by PIN, right", byPIN, "123456", true},
+		{"by PIN, wrong", byPIN, "123457", false},
+		{"by user, another user's PIN", &verity.PIN{ID: "p2", UserID: "u2", Hash: keys.PINHash("u2", "123456")}, "123456", false},
+	} {
+		if got := keys.PINMatches(tc.pin, tc.code, keys.PINHash("u1", tc.code)); got != tc.want {
+			t.Errorf("%s: PINMatches = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A PIN started before the hash was keyed by the user, still pending when
+// the server is upgraded, is checked as before: wrong codes counted, the
+// right one verified once.
+func TestAPINPendingAcrossTheUpgradeStillVerifies(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	u := e.newUser(t, "alice")
+	now := e.clock.Now()
+	s := e.service.Settings
+	pin := verity.PIN{ID: "0190c0de-0000-7000-8000-000000000001", UserID: u.ID, CreatedAt: now, ExpiresAt: now.Add(s.PINValidity())}
+	pin.Hash = e.keys.PINHashByPIN(pin.ID, "424242")
+	if st, err := e.db.StartPIN(ctx, verity.PINStart{ServiceID: e.service.ID, PIN: pin,
+		SendWindowStart: now.Add(-s.SendWindow()), MaxSends: s.MaxSends, ResendNotBefore: now.Add(-s.ResendInterval()),
+		FailureWindowStart: now.Add(-s.FailureWindow()), FailureLimit: s.FailureLimit}); err != nil || !st.Started {
+		t.Fatalf("StartPIN = %+v, %v", st, err)
+	}
+	e.clock.Advance(time.Second)
+	for _, tc := range []struct{ token, result string }{
+		{"000000", app.ResultInvalid}, {"424242", app.ResultVerified}, {"424242", app.ResultInvalid},
+	} {
+		got, err := e.app.CheckVerification(ctx, e.account, e.service.ID, u.ID, app.Check{Token: tc.token})
+		if err != nil || got.Result != tc.result {
+			t.Fatalf("check %s = %+v, %v; want %s", tc.token, got, err, tc.result)
+		}
+	}
+	if p, err := e.db.PendingPIN(ctx, u.ID); err != nil || p.Attempts != 1 || p.ConsumedAt == nil {
+		t.Fatalf("the PIN after the checks = %+v, %v; want 1 attempt and used", p, err)
+	}
+}

@@ -1,0 +1,229 @@
+package postgres_test
+
+import (
+	"bytes"
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/postgres"
+)
+
+// statementCounter counts the statements a pool sends.
+type statementCounter struct{ n atomic.Int64 }
+
+func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+
+func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// codeHash is a PIN hash under the current scheme's tag with every MAC byte b.
+func codeHash(b byte) []byte {
+	h := bytes.Repeat([]byte{b}, verity.CodeHashSize)
+	h[0] = 2
+	return h
+}
+
+// hashCheck checks typed against f's user's PIN at now; judge decides
+// what the statement did not.
+func hashCheck(f *fixture, now time.Time, typed []byte, judge func(*verity.User, *verity.PIN) verity.PINVerdict) verity.PINCheck {
+	s := f.service.Settings
+	return verity.PINCheck{ServiceID: f.service.ID, UserID: f.user.ID, Judge: judge, CodeHash: typed,
+		Now: now, MaxAttempts: s.MaxAttempts, FailureWindowStart: now.Add(-s.FailureWindow()), FailureLimit: s.FailureLimit}
+}
+
+// byHash judges as the app does for a user whose latest start was an SMS PIN.
+func byHash(typed []byte) func(*verity.User, *verity.PIN) verity.PINVerdict {
+	return func(_ *verity.User, p *verity.PIN) verity.PINVerdict {
+		if p.ConsumedAt != nil {
+			return verity.LeaveAsIs
+		}
+		if bytes.Equal(p.Hash, typed) {
+			return verity.ConsumeIt
+		}
+		return verity.CountIt
+	}
+}
+
+// TestCheckByHashIsOneStatement: with the code's hash, a check of a PIN is
+// one statement, one round trip, right code or wrong; without it, or for a
+// PIN hashed under the earlier scheme, it is a read and a write.
+func TestCheckByHashIsOneStatement(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, postgres.Options{})
+	var counter statementCounter
+	db, err := postgres.OpenTraced(ctx, f.url, postgres.Options{}, &counter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	check := func(what string, c verity.PINCheck, verdict verity.PINVerdict, statements int64) {
+		t.Helper()
+		counter.n.Store(0)
+		out, err := db.CheckPIN(ctx, c)
+		if err != nil || out.Verdict != verdict || !out.Applied {
+			t.Fatalf("%s: CheckPIN = %+v, %v; want verdict %d applied", what, out, err, verdict)
+		}
+		if got := counter.n.Load(); got != statements {
+			t.Fatalf("%s: %d statements, want %d", what, got, statements)
+		}
+	}
+	now := t0.Add(time.Second)
+	right, wrong := codeHash(7), codeHash(8)
+	p := start(f.user, "p1", t0)
+	p.PIN.Hash = right
+	if _, err := db.StartPIN(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	check("a wrong code", hashCheck(f, now, wrong, byHash(wrong)), verity.CountIt, 1)
+	check("the right code", hashCheck(f, now, right, byHash(right)), verity.ConsumeIt, 1)
+
+	p = start(f.user, "p2", t0.Add(time.Minute))
+	p.PIN.Hash = right
+	if _, err := db.StartPIN(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	withoutHash := hashCheck(f, now, nil, byHash(wrong))
+	check("a wrong code without its hash", withoutHash, verity.CountIt, 2)
+
+	p = start(f.user, "p3", t0.Add(2*time.Minute))
+	p.PIN.Hash = right[1:] // the earlier scheme: the MAC alone
+	if _, err := db.StartPIN(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	check("the right code of an untagged PIN", hashCheck(f, now, right, byHash(right[1:])), verity.ConsumeIt, 2)
+}
+
+// TestCheckByHashRefusesAJudgeThatDisagrees: the statement's comparison and
+// the judge's must agree; a store that finds them apart reports an internal
+// error rather than an answer the write did not make.
+func TestCheckByHashRefusesAJudgeThatDisagrees(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, postgres.Options{})
+	p := start(f.user, "p1", t0)
+	p.PIN.Hash = codeHash(7)
+	if _, err := f.db.StartPIN(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	c := hashCheck(f, t0.Add(time.Second), codeHash(8), func(*verity.User, *verity.PIN) verity.PINVerdict {
+		return verity.ConsumeIt
+	})
+	_, err := f.db.CheckPIN(ctx, c)
+	if got := verity.ErrorCode(err); got != verity.EINTERNAL {
+		t.Fatalf("CheckPIN with a judge that finds a wrong code right: %v (code %q), want %q", err, got, verity.EINTERNAL)
+	}
+}
+
+// TestCheckByHashRechecksWhatAConcurrentWriteChanged: a check whose
+// statement read the PIN and the user and then had to wait for another
+// transaction's write of either row judges the committed row again before
+// it writes. Another transaction changes a row and holds it while checks
+// of the PIN start and block on it; once it commits, they must find the
+// user locked out, the PIN's tries spent, or the PIN used, and write
+// nothing.
+func TestCheckByHashRechecksWhatAConcurrentWriteChanged(t *testing.T) {
+	const waiting = 4
+	for _, tc := range []struct {
+		name   string
+		change string // run, uncommitted, while the checks start; $1 is the user, $2 the PIN
+		right  bool   // the checks send the right code
+		// What the rows hold after the checks.
+		attempts, failures int
+		used               bool
+	}{
+		{"the user reached its failure limit",
+			`UPDATE users SET failure_count = 10, failure_window_start = now() WHERE id = $1 AND EXISTS (SELECT 1 FROM pins WHERE id = $2)`,
+			false, 0, 10, false},
+		{"the PIN's tries ran out", `UPDATE pins SET attempts = 5 WHERE id = $2 AND user_id = $1`, false, 5, 0, false},
+		{"the PIN was used", `UPDATE pins SET consumed_at = now() WHERE id = $2 AND user_id = $1`, true, 0, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := newFixture(t, postgres.Options{})
+			// The checks' clock is the database's, so that now() above
+			// opens a failure window that is still open for them.
+			now := time.Now()
+			right, wrong := codeHash(7), codeHash(8)
+			p := start(f.user, "p1", now)
+			p.PIN.Hash = right
+			if _, err := f.db.StartPIN(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+			typed := wrong
+			if tc.right {
+				typed = right
+			}
+
+			conn := mustConnect(t, f.url)
+			defer conn.Close(ctx)
+			tx, err := conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			if tag, err := tx.Exec(ctx, tc.change, f.user.ID, "p1"); err != nil || tag.RowsAffected() != 1 {
+				t.Fatalf("the change: %v, %v", tag, err)
+			}
+			type result struct {
+				out verity.PINChecked
+				err error
+			}
+			results := make(chan result, waiting)
+			for range waiting {
+				go func() {
+					out, err := f.db.CheckPIN(ctx, hashCheck(f, now, typed, byHash(typed)))
+					results <- result{out, err}
+				}()
+			}
+			waitForLockWaits(t, f.url, waiting)
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for range waiting {
+				if r := <-results; r.err != nil || r.out.Applied {
+					t.Fatalf("a check that waited for the change = %+v, %v; want nothing applied", r.out, r.err)
+				}
+			}
+			var attempts, failures int
+			var used bool
+			if err := conn.QueryRow(ctx, `SELECT p.attempts, u.failure_count, p.consumed_at IS NOT NULL
+				FROM pins p JOIN users u ON u.id = p.user_id WHERE p.id = 'p1'`).Scan(&attempts, &failures, &used); err != nil {
+				t.Fatal(err)
+			}
+			if attempts != tc.attempts || failures != tc.failures || used != tc.used {
+				t.Fatalf("after the checks: PIN attempts %d, user failures %d, PIN used %v; want %d, %d, %v",
+					attempts, failures, used, tc.attempts, tc.failures, tc.used)
+			}
+		})
+	}
+}
+
+// waitForLockWaits waits until n sessions of the database at url wait for
+// a lock.
+func waitForLockWaits(t *testing.T, url string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	conn := mustConnect(t, url)
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var got int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions wait for a lock after 10 s, want %d", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
