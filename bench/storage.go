@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/app"
 	"github.com/verityhq/verity/internal/storeopen"
 )
 
@@ -83,7 +84,11 @@ type storeBench struct {
 	pins    []verity.PIN // each user's current PIN
 	wrong   int          // CountFailedTry calls per PIN in the check mix
 	conns   int
+	keys    *app.Keys // hash PINs and typed codes as the server does
 }
+
+// storagePIN is the code of every PIN the storage ceiling starts.
+const storagePIN = "424242"
 
 // unlimited is a limit no benchmark reaches.
 const unlimited = 1 << 30
@@ -99,7 +104,11 @@ func measureStorage(ctx context.Context, dsn string, users, wrong, conns int, d 
 		return res, err
 	}
 	defer store.Close()
-	b := &storeBench{store: store, wrong: wrong, conns: conns}
+	keys, err := app.NewKeys(randomBytes(32))
+	if err != nil {
+		return res, err
+	}
+	b := &storeBench{store: store, wrong: wrong, conns: conns, keys: keys}
 	if err := b.seed(ctx, users); err != nil {
 		return res, fmt.Errorf("seed store: %w", err)
 	}
@@ -156,7 +165,8 @@ func (b *storeBench) seed(ctx context.Context, n int) error {
 func (b *storeBench) restart(ctx context.Context) error {
 	return parallelDo(ctx, len(b.users), b.conns, func(i int) error {
 		now := time.Now().UTC()
-		p := verity.PIN{ID: uuid.NewString(), UserID: b.users[i].ID, Hash: randomBytes(32), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		p := verity.PIN{ID: uuid.NewString(), UserID: b.users[i].ID, Hash: b.keys.PINHash(b.users[i].ID, storagePIN),
+			CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
 		st, err := b.store.StartPIN(ctx, verity.PINStart{ServiceID: b.service.ID, PIN: p, SendWindowStart: now, MaxSends: unlimited,
 			ResendNotBefore: now, FailureWindowStart: now, FailureLimit: unlimited})
 		if err == nil && !st.Started {
@@ -188,18 +198,28 @@ func (b *storeBench) mixOp(a int) pinOp {
 }
 
 // checkOp is attempt a on a PIN in the check mix made as a check makes it:
-// one CheckPIN whose judge counts the first b.wrong attempts as wrong
-// codes and consumes the PIN on the next.
+// one CheckPIN with the typed code's hash, whose judge compares it with the
+// PIN's as the server's does: the first b.wrong attempts type a wrong code,
+// the next the right one.
 func (b *storeBench) checkOp(a int) pinOp {
-	verdict := verity.ConsumeIt
+	code := storagePIN
 	if a < b.wrong {
-		verdict = verity.CountIt
+		code = wrongCode(storagePIN)
 	}
-	judge := func(*verity.User, *verity.PIN) verity.PINVerdict { return verdict }
 	return func(ctx context.Context, i int) (bool, error) {
 		now := time.Now().UTC()
+		typed := b.keys.PINHash(b.users[i].ID, code)
+		judge := func(_ *verity.User, p *verity.PIN) verity.PINVerdict {
+			switch {
+			case p == nil || p.ConsumedAt != nil:
+				return verity.LeaveAsIs
+			case b.keys.PINMatches(p, code, typed):
+				return verity.ConsumeIt
+			}
+			return verity.CountIt
+		}
 		out, err := b.store.CheckPIN(ctx, verity.PINCheck{ServiceID: b.service.ID, UserID: b.users[i].ID, Judge: judge,
-			Now: now, MaxAttempts: unlimited, FailureWindowStart: now.Add(-time.Hour), FailureLimit: unlimited})
+			CodeHash: typed, Now: now, MaxAttempts: unlimited, FailureWindowStart: now.Add(-time.Hour), FailureLimit: unlimited})
 		return out.Applied, err
 	}
 }
