@@ -212,10 +212,14 @@ func (r *results) markdown() string {
 		"Floor p99 is the HTTP ceiling server's p99 when driven the same way at the same rate: the latency of a server that does nothing, on this machine, with the generator beside it. " +
 		"CPU µs/op is the server process's user+system time over both measured phases divided by their requests.\n\n")
 	if st := r.Storage; st != nil {
-		fmt.Fprintf(&b, "- storage ceiling (%s, %d users, %d workers): the check mix as checks make it, one CheckPIN each (read, judge, write) %s/s; "+
+		how := "read, judge and write in the writer's transaction"
+		if st.Backend == "postgres" {
+			how = "one statement that reads, compares the hashes and writes"
+		}
+		fmt.Fprintf(&b, "- storage ceiling (%s, %d users, %d workers): the check mix as checks make it, one CheckPIN each with the typed code's hash (%s) %s/s; "+
 			"its writes alone: ConsumePIN %s/s, CountFailedTry %s/s, the mix %s/s; the mix as a separate read (UserWithPIN), then the write %s/s; "+
 			"4 KiB write + fsync in the data folder p50 %.2f ms, p99 %.2f ms%s\n",
-			st.Backend, st.Users, st.Concurrency, num(st.CheckPIN.OpsPerSec), num(st.Consume.OpsPerSec), num(st.FailedTry.OpsPerSec),
+			st.Backend, st.Users, st.Concurrency, how, num(st.CheckPIN.OpsPerSec), num(st.Consume.OpsPerSec), num(st.FailedTry.OpsPerSec),
 			num(st.CheckMix.OpsPerSec), num(st.FullCheck.OpsPerSec), st.Fsync.P50, st.Fsync.P99, noteSuffix(st.Note))
 	}
 	if pb := r.Pgbench; pb != nil {
