@@ -30,6 +30,12 @@ type App struct {
 	Now func() time.Time
 	// SendTimeout bounds one delivery attempt.
 	SendTimeout time.Duration
+	// PINHashByPIN hashes new PINs by their id (Keys.PINHashByPIN), as
+	// releases before user-keyed PIN hashes did, so that nodes of such a
+	// release can check them during a rolling upgrade. Either way a check
+	// accepts both kinds; only PINs hashed by the user are checked in one
+	// statement on PostgreSQL.
+	PINHashByPIN bool
 }
 
 // New returns an App. log may be nil.

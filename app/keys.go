@@ -21,7 +21,7 @@ import (
 type Keys struct {
 	master    []byte
 	pinByUser []byte
-	pinByPIN  []byte // the scheme before pinHashByUser: kept for PINs pending across the upgrade
+	pinByPIN  []byte // the scheme before pinHashByUser (PINHashByPIN)
 	cred      []byte
 	recovery  []byte
 }
@@ -46,8 +46,8 @@ func derive(master []byte, label string) []byte {
 	return m.Sum(nil)
 }
 
-// pinHashByUser tags a PIN hash keyed by the user (PINHash). A PIN stored
-// before it has the 32-byte HMAC of pinHashByPIN alone, without a tag.
+// pinHashByUser tags a PIN hash keyed by the user (PINHash). A PIN hashed
+// the earlier way has the 32-byte HMAC of PINHashByPIN alone, without a tag.
 const pinHashByUser byte = 2
 
 // PINHash is the stored form of a PIN: pinHashByUser, then HMAC-SHA256
@@ -66,9 +66,11 @@ func (k *Keys) PINHash(userID, code string) []byte {
 	return m.Sum([]byte{pinHashByUser})
 }
 
-// pinHashByPIN is the stored form of a PIN before pinHashByUser: HMAC-SHA256
-// over the PIN's own id and the code.
-func (k *Keys) pinHashByPIN(pinID, code string) []byte {
+// PINHashByPIN is the stored form of a PIN before PINHash keyed it by the
+// user: HMAC-SHA256 over the PIN's own id and the code. Servers still write
+// it when told to (App.PINHashByPIN), so that nodes of an earlier release can
+// check their PINs during a rolling upgrade.
+func (k *Keys) PINHashByPIN(pinID, code string) []byte {
 	m := hmac.New(sha256.New, k.pinByPIN)
 	m.Write([]byte(pinID))
 	m.Write([]byte{0})
@@ -83,7 +85,7 @@ func (k *Keys) PINMatches(p *verity.PIN, code string, typed []byte) bool {
 	if len(p.Hash) == verity.CodeHashSize && p.Hash[0] == pinHashByUser {
 		return hmac.Equal(typed, p.Hash)
 	}
-	return hmac.Equal(k.pinHashByPIN(p.ID, code), p.Hash)
+	return hmac.Equal(k.PINHashByPIN(p.ID, code), p.Hash)
 }
 
 // RecoveryCodeHash is the stored form of a recovery code, bound to its user.

@@ -3,6 +3,8 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"testing"
 	"time"
 
@@ -86,4 +88,74 @@ func TestAPINPendingAcrossTheUpgradeStillVerifies(t *testing.T) {
 	if p, err := e.db.PendingPIN(ctx, u.ID); err != nil || p.Attempts != 1 || p.ConsumedAt == nil {
 		t.Fatalf("the PIN after the checks = %+v, %v; want 1 attempt and used", p, err)
 	}
+}
+
+// PINHashByPIN is byte for byte what releases before user-keyed hashes
+// stored, so that their nodes can check the PINs such a node sends.
+func TestPINHashByPINIsTheEarlierReleasesHash(t *testing.T) {
+	master := bytes.Repeat([]byte{1}, 32)
+	keys, err := app.NewKeys(master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyMAC := hmac.New(sha256.New, master)
+	keyMAC.Write([]byte("verity pin hash v1"))
+	m := hmac.New(sha256.New, keyMAC.Sum(nil))
+	m.Write([]byte("p1\x00123456"))
+	if got, want := keys.PINHashByPIN("p1", "123456"), m.Sum(nil); !bytes.Equal(got, want) {
+		t.Fatalf("PINHashByPIN = %x, want %x", got, want)
+	}
+}
+
+// With App.PINHashByPIN a node stores PINs hashed by their id, which nodes
+// of earlier releases can check; every node checks both kinds.
+func TestNodesHashingEitherWayCheckEachOthersPINs(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	byPIN := app.New(e.db, e.outbox, e.keys, nil)
+	byPIN.Seeds, byPIN.Now, byPIN.PINHashByPIN = e.seeds, e.clock.Now, true
+	for _, tc := range []struct {
+		name           string
+		starts, checks *app.App
+		byUser         bool
+	}{
+		{"hashed by PIN, checked by the other node", byPIN, e.app, false},
+		{"hashed by user, checked by the node hashing by PIN", e.app, byPIN, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := e.newUser(t, tc.name)
+			sent := e.outbox.count()
+			if _, err := tc.starts.StartVerification(ctx, e.account, e.service.ID, u.ID, "sms"); err != nil || e.outbox.count() != sent+1 {
+				t.Fatalf("StartVerification = %v, %d messages; want one more", err, e.outbox.count())
+			}
+			text := e.outbox.msgs[sent].Text
+			code := text[len(text)-6:]
+			p, err := e.db.PendingPIN(ctx, u.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := e.keys.PINHashByPIN(p.ID, code)
+			if tc.byUser {
+				want = e.keys.PINHash(u.ID, code)
+			}
+			if !bytes.Equal(p.Hash, want) {
+				t.Fatalf("stored hash %x, want %x", p.Hash, want)
+			}
+			for _, step := range []struct{ token, result string }{
+				{wrongOf(code), app.ResultInvalid}, {code, app.ResultVerified},
+			} {
+				got, err := tc.checks.CheckVerification(ctx, e.account, e.service.ID, u.ID, app.Check{Token: step.token})
+				if err != nil || got.Result != step.result {
+					t.Fatalf("check %s = %+v, %v; want %s", step.token, got, err, step.result)
+				}
+			}
+		})
+	}
+}
+
+// wrongOf returns a code of the same length that differs from code.
+func wrongOf(code string) string {
+	b := []byte(code)
+	b[0] = '0' + (b[0]-'0'+1)%10
+	return string(b)
 }

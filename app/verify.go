@@ -115,6 +115,9 @@ func (a *App) sendPIN(ctx context.Context, svc *verity.Service, userID string) (
 		ExpiresAt: now.Add(policy.PINValidity()),
 	}
 	pin.Hash = a.keys.PINHash(userID, code)
+	if a.PINHashByPIN {
+		pin.Hash = a.keys.PINHashByPIN(pin.ID, code)
+	}
 	res, err := a.store.StartPIN(ctx, verity.PINStart{
 		ServiceID:          svc.ID,
 		PIN:                pin,

@@ -36,6 +36,7 @@ type serveCmd struct {
 	ShutdownTimeout       time.Duration `name:"shutdown-timeout" default:"20s" env:"VERITY_SHUTDOWN_TIMEOUT" help:"How long in-flight requests may finish on SIGINT/SIGTERM."`
 	JanitorInterval       time.Duration `name:"janitor-interval" default:"1m" env:"VERITY_JANITOR_INTERVAL" help:"How often expired PIN history is deleted."`
 	ReadHeaderTimeoutFlag time.Duration `name:"read-header-timeout" default:"5s" env:"VERITY_READ_HEADER_TIMEOUT" help:"HTTP server: time limit for request headers."`
+	PINHashByPIN          bool          `name:"pin-hash-by-pin" env:"VERITY_PIN_HASH_BY_PIN" help:"Hash new PINs by their id, as releases before user-keyed PIN hashes did, while nodes of such a release still serve the same database (see docs/scaling.md, rolling upgrades)."`
 }
 
 func (c *serveCmd) Run(ctx context.Context) error {
@@ -66,6 +67,7 @@ func (c *serveCmd) Run(ctx context.Context) error {
 
 	a := app.New(store, sender, keys, log)
 	a.Seeds = seeds
+	a.PINHashByPIN = c.PINHashByPIN
 	if c.Dev {
 		if err := c.announceDevAccount(ctx, a); err != nil {
 			return err
