@@ -123,9 +123,10 @@ type PINCheck struct {
 	// (LastMethod "sms") and whose newest PIN carries the same tag: consume
 	// the PIN when its MAC equals CodeHash's, count a wrong try when it does
 	// not, each under PINConsume's or FailedTry's conditions, comparing the
-	// MACs in constant time. Judge must give the same verdicts in those cases
-	// (a store that decided checks that it did); it alone decides the rest.
-	// A store may ignore CodeHash.
+	// MACs in constant time. Judge must give the same verdicts in those cases:
+	// a store that decided checks that it did, and reports EINTERNAL if not,
+	// its write already made. Judge alone decides the rest. A store may ignore
+	// CodeHash.
 	CodeHash []byte
 
 	Now                time.Time

@@ -3,13 +3,19 @@ package app_test
 import (
 	"context"
 	"crypto/rand"
+	"net/url"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/verityhq/verity"
 	"github.com/verityhq/verity/app"
+	"github.com/verityhq/verity/postgres"
 	"github.com/verityhq/verity/secretbox"
 	"github.com/verityhq/verity/sqlite"
 )
@@ -60,8 +66,8 @@ func (o *outbox) count() int {
 type env struct {
 	app     *app.App
 	keys    *app.Keys
-	db      *sqlite.DB
-	dbPath  string
+	db      verity.Store
+	dbPath  string // the SQLite file; empty on PostgreSQL
 	seeds   *secretbox.FileKeyring
 	clock   *clock
 	outbox  *outbox
@@ -73,9 +79,8 @@ type env struct {
 // account and one service.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	dir := t.TempDir()
-	e := &env{dbPath: filepath.Join(dir, "verity.db"), clock: &clock{now: time.Date(2026, 6, 1, 10, 0, 0, 0, time.UTC)}, outbox: &outbox{}}
-	db, err := sqlite.Open(e.dbPath)
+	dbPath := filepath.Join(t.TempDir(), "verity.db")
+	db, err := sqlite.Open(dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,13 +88,69 @@ func newEnv(t *testing.T) *env {
 	if err := db.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	e := newEnvOn(t, db)
+	e.dbPath = dbPath
+	return e
+}
+
+// newPostgresEnv is newEnv on a new PostgreSQL database, dropped when t
+// ends; it skips t unless VERITY_TEST_POSTGRES_URL names a server.
+func newPostgresEnv(t *testing.T) *env {
+	t.Helper()
+	base := os.Getenv("VERITY_TEST_POSTGRES_URL")
+	if base == "" {
+		t.Skip("VERITY_TEST_POSTGRES_URL not set: PostgreSQL skipped")
+	}
+	ctx := context.Background()
+	name := "verity_app_test_" + rand.Text()[:12]
+	name = strings.ToLower(name)
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil { // a generated name: nothing to quote
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		admin, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer admin.Close(ctx)
+		if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Error(err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	db, err := postgres.Open(ctx, u.String(), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() }) // runs before the drop
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return newEnvOn(t, db)
+}
+
+// newEnvOn builds an App on db with a real seed keyring, one account and
+// one service.
+func newEnvOn(t *testing.T, db verity.Store) *env {
+	t.Helper()
+	e := &env{clock: &clock{now: time.Date(2026, 6, 1, 10, 0, 0, 0, time.UTC)}, outbox: &outbox{}}
 	master := make([]byte, 32)
 	rand.Read(master)
 	keys, err := app.NewKeys(master)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.seeds, err = secretbox.OpenFileKeyring(filepath.Join(dir, "seed-keys.json"), true); err != nil {
+	if e.seeds, err = secretbox.OpenFileKeyring(filepath.Join(t.TempDir(), "seed-keys.json"), true); err != nil {
 		t.Fatal(err)
 	}
 	e.db, e.keys = db, keys

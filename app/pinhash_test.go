@@ -64,7 +64,18 @@ func TestPINMatchesUnderBothSchemes(t *testing.T) {
 // the server is upgraded, is checked as before: wrong codes counted, the
 // right one verified once.
 func TestAPINPendingAcrossTheUpgradeStillVerifies(t *testing.T) {
-	e := newEnv(t)
+	onEachStore(t, testAPINPendingAcrossTheUpgradeStillVerifies)
+}
+
+// onEachStore runs test on an App over SQLite and over PostgreSQL, where a
+// PIN check may be decided in the statement that reads.
+func onEachStore(t *testing.T, test func(*testing.T, *env)) {
+	for name, open := range map[string]func(*testing.T) *env{"sqlite": newEnv, "postgres": newPostgresEnv} {
+		t.Run(name, func(t *testing.T) { test(t, open(t)) })
+	}
+}
+
+func testAPINPendingAcrossTheUpgradeStillVerifies(t *testing.T, e *env) {
 	ctx := context.Background()
 	u := e.newUser(t, "alice")
 	now := e.clock.Now()
@@ -110,7 +121,10 @@ func TestPINHashByPINIsTheEarlierReleasesHash(t *testing.T) {
 // With App.PINHashByPIN a node stores PINs hashed by their id, which nodes
 // of earlier releases can check; every node checks both kinds.
 func TestNodesHashingEitherWayCheckEachOthersPINs(t *testing.T) {
-	e := newEnv(t)
+	onEachStore(t, testNodesHashingEitherWayCheckEachOthersPINs)
+}
+
+func testNodesHashingEitherWayCheckEachOthersPINs(t *testing.T, e *env) {
 	ctx := context.Background()
 	byPIN := app.New(e.db, e.outbox, e.keys, nil)
 	byPIN.Seeds, byPIN.Now, byPIN.PINHashByPIN = e.seeds, e.clock.Now, true
@@ -158,4 +172,59 @@ func wrongOf(code string) string {
 	b := []byte(code)
 	b[0] = '0' + (b[0]-'0'+1)%10
 	return string(b)
+}
+
+// At a PIN's expiry and at its try limit the answer is the same on both
+// stores (on PostgreSQL the statement that reads decides and writes first,
+// and the app's judge must agree with it; a disagreement would be a 500).
+func TestChecksAtThePINsLimits(t *testing.T) {
+	onEachStore(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		s := e.service.Settings
+		startPIN := func(u *verity.User) (code string, expires time.Time) {
+			t.Helper()
+			sent := e.outbox.count()
+			if _, err := e.app.StartVerification(ctx, e.account, e.service.ID, u.ID, "sms"); err != nil {
+				t.Fatal(err)
+			}
+			text := e.outbox.msgs[sent].Text
+			return text[len(text)-6:], e.clock.Now().Add(s.PINValidity())
+		}
+		checkAt := func(u *verity.User, at time.Time, token, want string) {
+			t.Helper()
+			e.clock.Set(at)
+			got, err := e.app.CheckVerification(ctx, e.account, e.service.ID, u.ID, app.Check{Token: token})
+			if err != nil || got.Result != want {
+				t.Fatalf("check %s at %v = %+v, %v; want %s", token, at, got, err, want)
+			}
+		}
+		wantAttempts := func(u *verity.User, attempts int, used bool) {
+			t.Helper()
+			p, err := e.db.PendingPIN(ctx, u.ID)
+			if err != nil || p.Attempts != attempts || (p.ConsumedAt != nil) != used {
+				t.Fatalf("PIN = %+v, %v; want %d attempts, used %v", p, err, attempts, used)
+			}
+		}
+
+		alice := e.newUser(t, "alice")
+		code, expires := startPIN(alice)
+		checkAt(alice, expires.Add(-time.Nanosecond), wrongOf(code), app.ResultInvalid)
+		checkAt(alice, expires, code, app.ResultExpired)
+		checkAt(alice, expires, wrongOf(code), app.ResultExpired)
+		wantAttempts(alice, 1, false)
+
+		bob := e.newUser(t, "bob")
+		code, expires = startPIN(bob)
+		checkAt(bob, expires.Add(-time.Nanosecond), code, app.ResultVerified)
+		wantAttempts(bob, 0, true)
+
+		carol := e.newUser(t, "carol")
+		code, expires = startPIN(carol)
+		for range s.MaxAttempts {
+			checkAt(carol, expires.Add(-time.Minute), wrongOf(code), app.ResultInvalid)
+		}
+		checkAt(carol, expires.Add(-time.Minute), code, app.ResultThrottled)
+		checkAt(carol, expires.Add(-time.Minute), wrongOf(code), app.ResultThrottled)
+		wantAttempts(carol, s.MaxAttempts, false)
+	})
 }

@@ -102,7 +102,8 @@ func TestCheckByHashIsOneStatement(t *testing.T) {
 
 // TestCheckByHashRefusesAJudgeThatDisagrees: the statement's comparison and
 // the judge's must agree; a store that finds them apart reports an internal
-// error rather than an answer the write did not make.
+// error rather than the judge's answer, which its write did not follow. The
+// write, committed with the read, stands.
 func TestCheckByHashRefusesAJudgeThatDisagrees(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, postgres.Options{})
@@ -117,6 +118,10 @@ func TestCheckByHashRefusesAJudgeThatDisagrees(t *testing.T) {
 	_, err := f.db.CheckPIN(ctx, c)
 	if got := verity.ErrorCode(err); got != verity.EINTERNAL {
 		t.Fatalf("CheckPIN with a judge that finds a wrong code right: %v (code %q), want %q", err, got, verity.EINTERNAL)
+	}
+	pending, err := f.db.PendingPIN(ctx, f.user.ID)
+	if err != nil || pending.Attempts != 1 || pending.ConsumedAt != nil {
+		t.Fatalf("the PIN after the disagreement = %+v, %v; want the wrong try counted, not used", pending, err)
 	}
 }
 

@@ -231,8 +231,11 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 		}
 		if decided.decided {
 			if want := decided.verdict(); out.Verdict != want {
+				// A defect in the caller's judge: the statement's write,
+				// if it made one, stands (it was committed with the read).
 				return verity.PINChecked{}, verity.Errorf(verity.EINTERNAL,
-					"postgres.CheckPIN: the judge gave verdict %d where the PIN's hash gave %d", out.Verdict, want)
+					"postgres.CheckPIN: the judge gave verdict %d where the PIN's hash gave %d (written: %v)",
+					out.Verdict, want, decided.applied)
 			}
 			if decided.applied {
 				out.Applied = true
@@ -302,8 +305,10 @@ func (d deciding) verdict() verity.PINVerdict {
 // equal, and no step depends on where they differ. r is read once, from
 // the statement's snapshot, and every part below sees the same snapshot.
 //
-// A right code consumes the PIN under ConsumePIN's conditions on the row
-// itself (consume); a wrong one counts the try as countFailedTrySQL does
+// A right code consumes the PIN (consume) if the row itself is still
+// unused, unexpired and under its try limit; that it is the user's newest
+// PIN and the user is not locked out, r saw in the statement's snapshot, as
+// ConsumePIN's subqueries see them in its own. A wrong one counts the try as countFailedTrySQL does
 // (lock_user, count_pin, count_user: the user's row is locked first and the
 // lockout re-checked on its committed version, then the PIN, then the
 // user's failure). A concurrent UPDATE of the same row makes the write wait
