@@ -5,11 +5,14 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/verityhq/verity"
 	"github.com/verityhq/verity/app"
+	"github.com/verityhq/verity/sqlite"
 )
 
 func TestPINHashIsTaggedAndKeyedByTheUserAndTheCode(t *testing.T) {
@@ -227,4 +230,70 @@ func TestChecksAtThePINsLimits(t *testing.T) {
 		checkAt(carol, expires.Add(-time.Minute), wrongOf(code), app.ResultThrottled)
 		wantAttempts(carol, s.MaxAttempts, false)
 	})
+}
+
+// recordingStore records the PIN checks the app asks of its store.
+type recordingStore struct {
+	verity.Store
+	mu     sync.Mutex
+	checks []verity.PINCheck
+}
+
+func (s *recordingStore) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecked, error) {
+	s.mu.Lock()
+	s.checks = append(s.checks, c)
+	s.mu.Unlock()
+	return s.Store.CheckPIN(ctx, c)
+}
+
+// The app hands the store the typed code's hash for every check it judges
+// against an SMS PIN under the store's conditions, so that PostgreSQL can
+// check in one statement, and only for those.
+func TestChecksCarryTheTypedCodesHash(t *testing.T) {
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "verity.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	store := &recordingStore{Store: db}
+	e := newEnvOn(t, store)
+	ctx := context.Background()
+	u := e.newUser(t, "alice")
+	started, err := e.app.StartVerification(ctx, e.account, e.service.ID, u.ID, "sms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		check    app.Check
+		withHash bool
+	}{
+		{"the Verigator clients' check: a token alone", app.Check{Token: "111111"}, true},
+		{"method sms", app.Check{Token: "222222", Method: "sms"}, true},
+		{"method totp", app.Check{Token: "333333", Method: "totp"}, false},
+		{"a named auth_id", app.Check{Token: "444444", AuthID: started.AuthID}, false},
+	} {
+		store.mu.Lock()
+		store.checks = nil
+		store.mu.Unlock()
+		if _, err := e.app.CheckVerification(ctx, e.account, e.service.ID, u.ID, tc.check); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		store.mu.Lock()
+		checks := store.checks
+		store.mu.Unlock()
+		if len(checks) == 0 {
+			t.Fatalf("%s: no CheckPIN", tc.name)
+		}
+		want := []byte(nil)
+		if tc.withHash {
+			want = e.keys.PINHash(u.ID, tc.check.Token)
+		}
+		if got := checks[0].CodeHash; !bytes.Equal(got, want) {
+			t.Errorf("%s: CodeHash = %x, want %x", tc.name, got, want)
+		}
+	}
 }
