@@ -76,3 +76,36 @@ func BenchmarkPendingPIN(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCheckPIN checks a wrong code against one PIN each iteration, as a
+// check makes it: with the typed code's hash, one statement that reads,
+// compares and counts; without it, a read and then the counting statement.
+// Limits are high enough that every try counts.
+func BenchmarkCheckPIN(b *testing.B) {
+	for _, bc := range []struct {
+		name     string
+		withHash bool
+	}{{"one statement", true}, {"read then write", false}} {
+		b.Run(bc.name, func(b *testing.B) {
+			ctx := context.Background()
+			f := newFixture(b, postgres.Options{})
+			p := start(f.user, "p1", t0)
+			p.PIN.Hash = codeHash(7)
+			if st, err := f.db.StartPIN(ctx, p); err != nil || !st.Started {
+				b.Fatalf("StartPIN = %+v, %v", st, err)
+			}
+			wrong := codeHash(8)
+			c := hashCheck(f, t0.Add(time.Second), wrong, byHash(wrong))
+			c.MaxAttempts, c.FailureLimit = 1<<30, 1<<30
+			if !bc.withHash {
+				c.CodeHash = nil
+			}
+			b.ResetTimer()
+			for range b.N {
+				if out, err := f.db.CheckPIN(ctx, c); err != nil || !out.Applied {
+					b.Fatalf("CheckPIN = %+v, %v", out, err)
+				}
+			}
+		})
+	}
+}
