@@ -102,8 +102,7 @@ func newPostgresEnv(t *testing.T) *env {
 		t.Skip("VERITY_TEST_POSTGRES_URL not set: PostgreSQL skipped")
 	}
 	ctx := context.Background()
-	name := "verity_app_test_" + rand.Text()[:12]
-	name = strings.ToLower(name)
+	name := "verity_app_test_" + strings.ToLower(rand.Text()[:12])
 	admin, err := pgx.Connect(ctx, base)
 	if err != nil {
 		t.Fatal(err)

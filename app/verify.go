@@ -254,7 +254,15 @@ type codeCheckResult struct {
 func (a *App) checkCode(ctx context.Context, serviceID, userID string, policy verity.Settings, c Check, appFirst bool) (codeCheckResult, error) {
 	now := a.Now()
 	var res codeCheckResult
-	typed := a.keys.PINHash(userID, c.Token)
+	// The typed code's hash, computed when first needed: a check sent to
+	// the user's app never compares it.
+	var typed []byte
+	typedHash := func() []byte {
+		if typed == nil {
+			typed = a.keys.PINHash(userID, c.Token)
+		}
+		return typed
+	}
 	judge := func(u *verity.User, pin *verity.PIN) verity.PINVerdict {
 		res = codeCheckResult{route: routeDone, user: u, Checked: Checked{Method: MethodSMS, Result: ResultInvalid}}
 		switch {
@@ -275,7 +283,7 @@ func (a *App) checkCode(ctx context.Context, serviceID, userID string, policy ve
 			res.Result = result
 			return verity.LeaveAsIs
 		}
-		if a.keys.PINMatches(pin, c.Token, typed) {
+		if a.keys.PINMatches(pin, c.Token, typedHash()) {
 			res.Result = ResultVerified
 			return verity.ConsumeIt
 		}
@@ -311,7 +319,7 @@ func (a *App) checkCode(ctx context.Context, serviceID, userID string, policy ve
 		// For a user whose latest start was an SMS PIN, judge compares
 		// typed with the PIN under the PIN's own conditions, as the store
 		// may do in the statement that reads.
-		check.CodeHash = typed
+		check.CodeHash = typedHash()
 	}
 	out, err := a.store.CheckPIN(ctx, check)
 	if err != nil {

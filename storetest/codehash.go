@@ -28,10 +28,7 @@ func startHashed(t *testing.T, f *fixture, now time.Time, hash []byte) *verity.P
 	t.Helper()
 	start := startAt(f.user, now)
 	start.PIN.Hash = hash
-	if st, err := f.store.StartPIN(context.Background(), start); err != nil || !st.Started {
-		t.Fatalf("StartPIN at %v = %+v, %v; want started", now, st, err)
-	}
-	return &start.PIN
+	return mustStartPIN(t, f.store, start)
 }
 
 // hashCheck checks the typed code's hash, with the judge verity.PINCheck

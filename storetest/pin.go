@@ -37,11 +37,15 @@ func always(v verity.PINVerdict) func(*verity.User, *verity.PIN) verity.PINVerdi
 
 func mustStart(t *testing.T, s verity.Store, u *verity.User, now time.Time) *verity.PIN {
 	t.Helper()
-	start := startAt(u, now)
+	return mustStartPIN(t, s, startAt(u, now))
+}
+
+// mustStartPIN makes start and fails t unless the store started it.
+func mustStartPIN(t *testing.T, s verity.Store, start verity.PINStart) *verity.PIN {
+	t.Helper()
 	st, err := s.StartPIN(context.Background(), start)
-	ok, seen := st.Started, st.Seen
-	if err != nil || !ok {
-		t.Fatalf("StartPIN at %v = %v, %+v, %v; want started", now, ok, seen, err)
+	if err != nil || !st.Started {
+		t.Fatalf("StartPIN at %v = %v, %+v, %v; want started", start.PIN.CreatedAt, st.Started, st.Seen, err)
 	}
 	return &start.PIN
 }
