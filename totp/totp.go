@@ -97,23 +97,32 @@ func HOTP(secret []byte, counter uint64, digits int, alg Algorithm) string {
 	if digits < 1 || digits >= len(pow10) {
 		panic(fmt.Sprintf("totp: unsupported number of digits %d", digits))
 	}
+	buf := make([]byte, digits)
+	hotpInto(hmac.New(newHash, secret), counter, buf)
+	return string(buf)
+}
+
+// hotpInto writes the HOTP code for counter, len(buf) digits, into buf,
+// using mac (an HMAC keyed with the secret), which it resets first. Match
+// keys one HMAC for all its candidates: keying costs more than the MAC of
+// an 8-byte counter.
+func hotpInto(mac hash.Hash, counter uint64, buf []byte) {
 	var msg [8]byte
 	binary.BigEndian.PutUint64(msg[:], counter)
-	mac := hmac.New(newHash, secret)
+	mac.Reset()
 	mac.Write(msg[:])
-	sum := mac.Sum(nil)
+	var sumBuf [64]byte // the largest supported digest, SHA-512
+	sum := mac.Sum(sumBuf[:0])
 
 	// Dynamic truncation, RFC 4226 §5.3.
 	offset := sum[len(sum)-1] & 0x0f
 	value := binary.BigEndian.Uint32(sum[offset:offset+4]) & 0x7fffffff
-	value %= pow10[digits]
+	value %= pow10[len(buf)]
 
-	buf := make([]byte, digits)
-	for i := digits - 1; i >= 0; i-- {
+	for i := len(buf) - 1; i >= 0; i-- {
 		buf[i] = byte('0' + value%10)
 		value /= 10
 	}
-	return string(buf)
 }
 
 // Step returns the RFC 6238 time step containing t for a period in seconds; period must be positive.
@@ -161,6 +170,8 @@ func Match(secret []byte, code string, now time.Time, p Params) (step int64, ok 
 
 	current := Step(now, p.Period)
 	given := []byte(code)
+	mac := hmac.New(p.Algorithm.newHash(), secret) // Validate vouched for the algorithm
+	candidateCode := make([]byte, p.Digits)
 	var found int64
 	matched := 0
 	// Candidates in order of distance from now (0, -1, +1, -2, +2) so that, in the
@@ -176,7 +187,8 @@ func Match(secret []byte, code string, now time.Time, p Params) (step int64, ok 
 		if candidate < 0 {
 			continue // only reachable for clocks set before 1970
 		}
-		eq := subtle.ConstantTimeCompare([]byte(Code(secret, candidate, p)), given)
+		hotpInto(mac, uint64(candidate), candidateCode)
+		eq := subtle.ConstantTimeCompare(candidateCode, given)
 		take := eq &^ matched
 		mask := -int64(take) // all ones when take == 1
 		found = (candidate & mask) | (found &^ mask)
