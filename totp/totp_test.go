@@ -264,3 +264,16 @@ func BenchmarkMatch(b *testing.B) {
 		}
 	}
 }
+
+// TestMatchKeysOneHMAC bounds Match's allocations: keying an HMAC costs
+// more than the MAC of a counter, so Match keys one for all its candidate
+// steps. Keying one per step, as it once did, allocates 24 times here.
+func TestMatchKeysOneHMAC(t *testing.T) {
+	secret := []byte("12345678901234567890")
+	now := time.Unix(1_700_000_000, 0)
+	p := totp.DefaultParams()
+	allocs := testing.AllocsPerRun(20, func() { totp.Match(secret, "000000", now, p) })
+	if allocs > 16 {
+		t.Fatalf("Match allocates %.0f times, want at most 16 (one keyed HMAC for its %d steps)", allocs, 2*p.Skew+1)
+	}
+}
