@@ -114,9 +114,10 @@ func (a *App) sendPIN(ctx context.Context, svc *verity.Service, userID string) (
 		CreatedAt: now,
 		ExpiresAt: now.Add(policy.PINValidity()),
 	}
-	pin.Hash = a.keys.PINHash(userID, code)
 	if a.PINHashByPIN {
 		pin.Hash = a.keys.PINHashByPIN(pin.ID, code)
+	} else {
+		pin.Hash = a.keys.PINHash(userID, code)
 	}
 	res, err := a.store.StartPIN(ctx, verity.PINStart{
 		ServiceID:          svc.ID,
