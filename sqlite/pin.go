@@ -28,7 +28,7 @@ var startPINQuery = `
 // one write: the single writer means no concurrent start can slip past a limit.
 func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarted, error) {
 	var out verity.PINStarted
-	err := db.q.write(ctx, func(tx *wtx) error {
+	err := db.q.writeKeeping(ctx, p.PIN.UserID, func(tx *wtx) error {
 		out = verity.PINStarted{}
 		var (
 			oldest, older int64
@@ -75,6 +75,10 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarte
 		}
 		u.LastMethod = "sms"
 		out.Started = true
+		// The user's next check finds what it reads here. The times as
+		// stored: to the microsecond.
+		tx.q.pins.put(u, &verity.PIN{ID: p.PIN.ID, UserID: p.PIN.UserID, Hash: p.PIN.Hash,
+			CreatedAt: fromMicros(micros(p.PIN.CreatedAt)), ExpiresAt: fromMicros(micros(p.PIN.ExpiresAt))})
 		return nil
 	})
 	if err != nil {
@@ -146,7 +150,8 @@ func scanUserWithPIN(row *sql.Row) (*verity.User, *verity.PIN, error) {
 
 // CheckPIN reads, judges and writes in one operation of the single writer,
 // inside its transaction: nothing can change the user, the PIN or the app
-// between the read and the write. The read runs on the writer's connection,
+// between the read and the write. The read comes from the PIN cache when
+// the user is in it (see pinCache), else from the writer's connection,
 // whose page cache stays warm, where a reader's is dropped after every
 // commit of the writer. The judges run on the writer goroutine, so every
 // write waits while they run; opening a seed may reload the keyring file
@@ -156,7 +161,7 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 	// The read and a consume are one change statement at most; the two
 	// statements of a counted try, and those of a used step, are made
 	// atomically. So a check needs no savepoint unless it counts or uses.
-	err := db.q.writeStatement(ctx, func(tx *wtx) (err error) {
+	err := db.q.writeStatementKeeping(ctx, c.UserID, func(tx *wtx) (err error) {
 		// Judge runs on the writer goroutine: a panic there must fail this
 		// write, not stop every write.
 		defer func() {
@@ -165,9 +170,13 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 			}
 		}()
 		out = verity.PINChecked{}
-		u, p, err := scanUserWithPIN(tx.QueryRow(userWithPINQuery, c.UserID, c.ServiceID))
-		if err != nil {
-			return err
+		cache := tx.q.pins
+		u, p, cached := cache.get(c.UserID, c.ServiceID)
+		if !cached {
+			if u, p, err = scanUserWithPIN(tx.QueryRow(userWithPINQuery, c.UserID, c.ServiceID)); err != nil {
+				return err
+			}
+			cache.put(u, p)
 		}
 		out.User, out.PIN = u, p
 		out.Verdict = c.Judge(u, p)
@@ -176,13 +185,23 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 		}
 		switch out.Verdict {
 		case verity.ConsumeIt:
+			// Used, the PIN is done with: its room in the cache goes to
+			// pending ones. Not applied, something changed under the cache.
 			out.Applied, err = consumePIN(tx, c.Consume(p))
+			cache.drop(u.ID)
 			return err
 		case verity.CountIt:
-			return tx.atomically(func() (err error) {
-				out.Applied, err = countFailedTry(tx, c.FailedTry(p))
+			try := c.FailedTry(p)
+			err = tx.atomically(func() (err error) {
+				out.Applied, err = countFailedTry(tx, try)
 				return err // errRollback undoes a half-counted try
 			})
+			if out.Applied && err == nil {
+				cache.counted(try)
+			} else {
+				cache.drop(u.ID)
+			}
+			return err
 		case verity.ToTheApp:
 			out.Factor, err = scanFactor(tx.QueryRow(
 				`SELECT `+factorColumns+` FROM factors WHERE user_id = ? AND status = 'active'`, u.ID))
@@ -194,12 +213,18 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 			out.AppVerdict, out.Step = c.JudgeApp(u, out.Factor)
 			switch out.AppVerdict {
 			case verity.UseStepIt:
+				// The app's own tables: the cached user and PIN stand.
 				return tx.atomically(func() (err error) {
 					out.Applied, err = useStep(tx, c.StepUse(out.Factor, out.Step))
 					return err // errRollback undoes a refused replay
 				})
 			case verity.CountIt:
-				out.Applied, err = countFailedTry(tx, c.AppFailedTry(u)) // one statement without a PIN
+				try := c.AppFailedTry(u)
+				if out.Applied, err = countFailedTry(tx, try); out.Applied && err == nil { // one statement without a PIN
+					cache.counted(try)
+				} else {
+					cache.drop(u.ID)
+				}
 				return err
 			}
 		}

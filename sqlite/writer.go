@@ -77,10 +77,16 @@ type writeOp struct {
 	// itself), or wraps several in wtx.atomically. It then needs no
 	// savepoint around the whole of it.
 	single bool
+	// keeps names the one user whose rows fn may change, when fn keeps
+	// the PIN cache right for that user itself (see pinCache); the queue
+	// drops the user's entry if fn fails. Empty: fn may change anything,
+	// and the queue clears the whole cache after it.
+	keeps string
 	// between, when set, runs instead of fn on the writer connection with
 	// no transaction open, after the batch before it has committed and
 	// before the next begins: for what must not overlap a write. It must
-	// not submit to the queue itself, which would wait for it forever.
+	// not submit to the queue itself, which would wait for it forever,
+	// and must not change rows, which the PIN cache would not see.
 	between func(ctx context.Context, conn *sql.Conn) error
 }
 
@@ -89,6 +95,11 @@ type writeQueue struct {
 	conn  *sql.Conn
 	stmts map[string]*sql.Stmt // prepared on conn; used by the loop goroutine only
 	ops   chan *writeOp
+	// pins and dataVersion are the loop goroutine's only (write functions
+	// run on it): the PIN cache, and the writer connection's PRAGMA
+	// data_version when the cache was last known to match the database.
+	pins        *pinCache
+	dataVersion int64
 
 	// statements counts what writes ran on wtx (not BEGIN and COMMIT):
 	// tests pin each operation's budget with it.
@@ -104,7 +115,8 @@ func newWriteQueue(ctx context.Context, db *sql.DB) (*writeQueue, error) {
 	if err != nil {
 		return nil, err
 	}
-	q := &writeQueue{conn: conn, stmts: make(map[string]*sql.Stmt), ops: make(chan *writeOp, 4*maxBatch)}
+	q := &writeQueue{conn: conn, stmts: make(map[string]*sql.Stmt), ops: make(chan *writeOp, 4*maxBatch),
+		pins: newPINCache(pinCacheLimit)}
 	q.wg.Add(1)
 	go q.loop()
 	return q, nil
@@ -134,6 +146,17 @@ func (q *writeQueue) write(ctx context.Context, fn func(tx *wtx) error) error {
 // statements when it changes nothing or only one row.
 func (q *writeQueue) writeStatement(ctx context.Context, fn func(tx *wtx) error) error {
 	return q.submit(&writeOp{ctx: ctx, fn: fn, done: make(chan error, 1), single: true})
+}
+
+// writeKeeping is write for a fn that changes only the rows of user
+// userID and keeps the PIN cache right for that user (see pinCache).
+func (q *writeQueue) writeKeeping(ctx context.Context, userID string, fn func(tx *wtx) error) error {
+	return q.submit(&writeOp{ctx: ctx, fn: fn, done: make(chan error, 1), keeps: userID})
+}
+
+// writeStatementKeeping is writeStatement and writeKeeping in one.
+func (q *writeQueue) writeStatementKeeping(ctx context.Context, userID string, fn func(tx *wtx) error) error {
+	return q.submit(&writeOp{ctx: ctx, fn: fn, done: make(chan error, 1), single: true, keeps: userID})
 }
 
 // runBetween runs fn on the writer connection between two batches, with no
@@ -241,6 +264,12 @@ func (q *writeQueue) commit(batch []*writeOp) {
 		fail(fmt.Errorf("begin: %w", err))
 		return
 	}
+	if err := q.checkDataVersion(ctx); err != nil {
+		q.conn.ExecContext(ctx, "ROLLBACK")
+		q.pins.clear() // whether the database changed is unknown
+		fail(fmt.Errorf("data_version: %w", err))
+		return
+	}
 	results := make([]error, len(batch))
 	for i, op := range batch {
 		if err := op.ctx.Err(); err != nil {
@@ -248,15 +277,42 @@ func (q *writeQueue) commit(batch []*writeOp) {
 			continue
 		}
 		results[i] = q.runInSavepoint(op)
+		switch {
+		case op.keeps == "":
+			q.pins.clear()
+		case results[i] != nil:
+			q.pins.drop(op.keeps)
+		}
 	}
 	if _, err := q.conn.ExecContext(ctx, "COMMIT"); err != nil {
 		q.conn.ExecContext(ctx, "ROLLBACK") // a failed COMMIT may leave the transaction open
+		q.pins.clear()                      // it held the undone changes
 		fail(fmt.Errorf("commit: %w", err))
 		return
 	}
 	for i, op := range batch {
 		op.done <- results[i]
 	}
+}
+
+// checkDataVersion clears the PIN cache if another connection committed
+// since the writer last looked. It runs first in each batch's transaction,
+// whose IMMEDIATE lock keeps any other commit out until this one ends, so
+// what the batch caches is current until the next batch looks again.
+func (q *writeQueue) checkDataVersion(ctx context.Context) error {
+	s, err := q.stmt(ctx, "PRAGMA data_version")
+	if err != nil {
+		return err
+	}
+	var v int64
+	if err := s.QueryRowContext(ctx).Scan(&v); err != nil {
+		return err
+	}
+	if v != q.dataVersion {
+		q.pins.clear()
+		q.dataVersion = v
+	}
+	return nil
 }
 
 // runInSavepoint runs op so that an error (or errRollback) undoes exactly

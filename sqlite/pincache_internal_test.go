@@ -1,0 +1,210 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+	"github.com/verityhq/verity"
+)
+
+// cachedSnapshot copies the PIN cache on the writer goroutine, its owner,
+// by a write that changes nothing and keeps the cache.
+func cachedSnapshot(t *testing.T, db *DB) map[string]cachedUserPIN {
+	t.Helper()
+	snap := map[string]cachedUserPIN{}
+	err := db.q.writeKeeping(context.Background(), "(snapshot)", func(tx *wtx) error {
+		for id, e := range tx.q.pins.entries {
+			c := cachedUserPIN{user: e.user}
+			if e.pin != nil {
+				c.pin = copyPIN(e.pin)
+			}
+			snap[id] = c
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
+// assertCacheMatches compares every cached user and PIN with what a reader
+// connection reads from the committed database.
+func assertCacheMatches(t *testing.T, db *DB, when string) int {
+	t.Helper()
+	snap := cachedSnapshot(t, db)
+	for id, c := range snap {
+		u, p, err := db.UserWithPIN(context.Background(), c.user.ServiceID, id)
+		if err != nil {
+			t.Fatalf("%s: UserWithPIN(%s) = %v, but the cache holds the user", when, id, err)
+		}
+		if d := cmp.Diff(*u, c.user); d != "" {
+			t.Fatalf("%s: cached user differs from the database (-database +cache):\n%s", when, d)
+		}
+		if d := cmp.Diff(p, c.pin); d != "" {
+			t.Fatalf("%s: cached PIN differs from the database (-database +cache):\n%s", when, d)
+		}
+	}
+	return len(snap)
+}
+
+// TestPINCacheMatchesTheDatabase runs a random mix of the writes that keep
+// the PIN cache (starts, checks of every verdict, an authenticator app's
+// verdicts) and of writes that do not (aborts, lone counts and consumes,
+// method changes, pruning, deletions), over a few users, and after each one
+// compares every cached entry with the database.
+func TestPINCacheMatchesTheDatabase(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	db, svc, first := openWithUser(t, now)
+	users := []*verity.User{first}
+	for _, name := range []string{"bob", "carol", "dave"} {
+		u := &verity.User{ID: uuid.NewString(), ServiceID: svc.ID, IDInService: name, Phone: "+3725555556",
+			PhoneType: "MOBILE", CreatedAt: now}
+		if err := db.CreateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, u)
+	}
+	// Bob has an active authenticator app, so checks sent to the app write.
+	app := &verity.Factor{ID: uuid.NewString(), UserID: users[1].ID, Status: "pending", KeyID: "k",
+		Secret: []byte("sealed"), Algorithm: "SHA1", Digits: 6, Period: 30, CreatedAt: now}
+	if err := db.PutPendingFactor(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := db.ActivateFactor(ctx, verity.FactorActivation{FactorID: app.ID, UserID: app.UserID, Step: 1, Now: now}); !ok || err != nil {
+		t.Fatalf("ActivateFactor = %v, %v", ok, err)
+	}
+
+	rng := rand.New(rand.NewPCG(5, 1))
+	clock, step := now, int64(1)
+	verdicts := []verity.PINVerdict{verity.LeaveAsIs, verity.ConsumeIt, verity.CountIt, verity.CountIt, verity.ToTheApp}
+	appVerdicts := []verity.PINVerdict{verity.LeaveAsIs, verity.UseStepIt, verity.CountIt}
+	cachedSeen := 0
+	for i := range 3000 {
+		clock = clock.Add(time.Duration(rng.IntN(20)) * time.Second)
+		u := users[rng.IntN(len(users))]
+		newest, _ := db.PendingPIN(ctx, u.ID)
+		var what string
+		var err error
+		switch n := rng.IntN(20); {
+		case n < 6:
+			what = "start"
+			_, err = db.StartPIN(ctx, verity.PINStart{ServiceID: svc.ID,
+				PIN: verity.PIN{ID: uuid.NewString(), UserID: u.ID, Hash: []byte{byte(i), 1, 2},
+					CreatedAt: clock, ExpiresAt: clock.Add(time.Duration(1+rng.IntN(5)) * time.Minute)},
+				SendWindowStart: clock.Add(-10 * time.Minute), MaxSends: 20, ResendNotBefore: clock,
+				FailureWindowStart: clock.Add(-10 * time.Minute), FailureLimit: 8})
+		case n < 14:
+			what = "check"
+			v, av := verdicts[rng.IntN(len(verdicts))], appVerdicts[rng.IntN(len(appVerdicts))]
+			step++
+			_, err = db.CheckPIN(ctx, verity.PINCheck{ServiceID: svc.ID, UserID: u.ID, Now: clock,
+				MaxAttempts: 3, FailureWindowStart: clock.Add(-10 * time.Minute), FailureLimit: 8,
+				Judge: func(*verity.User, *verity.PIN) verity.PINVerdict { return v },
+				JudgeApp: func(*verity.User, *verity.Factor) (verity.PINVerdict, int64) {
+					return av, step
+				}})
+		case n < 15:
+			what = "a check of another service's user"
+			_, err = db.CheckPIN(ctx, verity.PINCheck{ServiceID: uuid.NewString(), UserID: u.ID, Now: clock,
+				MaxAttempts: 3, Judge: func(*verity.User, *verity.PIN) verity.PINVerdict { return verity.ConsumeIt }})
+			if verity.ErrorCode(translate("", err)) == verity.ENOTFOUND || err == sql.ErrNoRows {
+				err = nil
+			}
+		case n < 16 && newest != nil:
+			what = "abort"
+			err = db.AbortPIN(ctx, newest.ID)
+		case n < 17 && newest != nil:
+			what = "a lone count"
+			_, err = db.CountFailedTry(ctx, verity.FailedTry{PINID: newest.ID, UserID: u.ID, Now: clock,
+				MaxAttempts: 3, FailureWindowStart: clock.Add(-10 * time.Minute), FailureLimit: 8})
+		case n < 18 && newest != nil:
+			what = "a lone consume"
+			_, err = db.ConsumePIN(ctx, verity.PINConsume{PINID: newest.ID, UserID: u.ID, Now: clock,
+				MaxAttempts: 3, FailureWindowStart: clock.Add(-10 * time.Minute), FailureLimit: 8})
+		case n < 19:
+			what = "a method change"
+			err = db.SetLastMethod(ctx, u.ID, []string{"sms", "totp"}[rng.IntN(2)])
+		default:
+			what = "pruning"
+			_, err = db.DeletePINsBefore(ctx, clock.Add(-3*time.Minute))
+		}
+		if err != nil {
+			t.Fatalf("step %d, %s: %v", i, what, err)
+		}
+		cachedSeen += assertCacheMatches(t, db, what)
+	}
+	// The comparisons must have had something to compare.
+	if cachedSeen < 3000 {
+		t.Fatalf("the cache held %d entries over 3000 steps: the test did not exercise it", cachedSeen)
+	}
+}
+
+// TestPINCacheSeesAnotherConnection: a change committed by another
+// connection (another process on the same file) reaches the next check,
+// though the writer had the user cached.
+func TestPINCacheSeesAnotherConnection(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	db, svc, u := openWithUser(t, now)
+	pinID := uuid.NewString()
+	if st, err := db.StartPIN(ctx, verity.PINStart{ServiceID: svc.ID,
+		PIN:             verity.PIN{ID: pinID, UserID: u.ID, Hash: []byte("h"), CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
+		SendWindowStart: now.Add(-time.Hour), MaxSends: 5, ResendNotBefore: now,
+		FailureWindowStart: now.Add(-time.Hour), FailureLimit: 5}); err != nil || !st.Started {
+		t.Fatalf("StartPIN = %+v, %v", st, err)
+	}
+	if n := len(cachedSnapshot(t, db)); n != 1 {
+		t.Fatalf("after a start the cache holds %d users, want 1", n)
+	}
+
+	other, err := sql.Open("sqlite", db.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.Exec(`UPDATE pins SET consumed_at = ? WHERE id = ?`, micros(now), pinID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(`UPDATE users SET failure_count = 3 WHERE id = ?`, u.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	var seenUser *verity.User
+	var seenPIN *verity.PIN
+	if _, err := db.CheckPIN(ctx, verity.PINCheck{ServiceID: svc.ID, UserID: u.ID, Now: now, MaxAttempts: 3,
+		Judge: func(u *verity.User, p *verity.PIN) verity.PINVerdict {
+			seenUser, seenPIN = u, p
+			return verity.LeaveAsIs
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	if seenPIN == nil || seenPIN.ConsumedAt == nil || seenUser.FailureCount != 3 {
+		t.Fatalf("the check saw PIN %+v and %d failures; want the other connection's consumed_at and 3", seenPIN, seenUser.FailureCount)
+	}
+	assertCacheMatches(t, db, "after the other connection's change")
+}
+
+func TestPINCacheStaysWithinItsLimit(t *testing.T) {
+	c := newPINCache(3)
+	for i := range 10 {
+		c.put(&verity.User{ID: uuid.NewString(), ServiceID: "s"}, &verity.PIN{ID: "p", Hash: []byte{byte(i)}})
+		if len(c.entries) > 3 {
+			t.Fatalf("after %d puts the cache holds %d entries, limit 3", i+1, len(c.entries))
+		}
+	}
+	u := &verity.User{ID: "u", ServiceID: "s"}
+	c.put(u, nil)
+	if _, _, ok := c.get("u", "s"); !ok {
+		t.Fatal("the newest entry was evicted to make room for itself")
+	}
+	if _, _, ok := c.get("u", "another service"); ok {
+		t.Fatal("get answered for a user of another service")
+	}
+}
