@@ -198,7 +198,10 @@ func TestCheckAllocations(t *testing.T) {
 		// the same work either way except the write.
 		e.serve(auth, "PUT", authPath(sid, uid), body)
 	})
-	const limit = 280 // measured ~186 on Go 1.26 (the test env logs at debug level)
+	// Measured on Go 1.26 (the test env logs at debug level): 134 with the
+	// user in SQLite's PIN cache, as here after its start; 216 when every
+	// check reads the user and PIN (the cache defeated on purpose).
+	const limit = 175
 	if allocs > limit {
 		t.Fatalf("a check allocates %.0f times, want at most %d", allocs, limit)
 	}
