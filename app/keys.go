@@ -8,10 +8,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/verityhq/verity"
 )
@@ -20,10 +22,10 @@ import (
 // own key so that a value computed for one purpose is useless for another.
 type Keys struct {
 	master    []byte
-	pinByUser []byte
-	pinByPIN  []byte // the scheme before pinHashByUser (PINHashByPIN)
-	cred      []byte
-	recovery  []byte
+	pinByUser *keyedMAC
+	pinByPIN  *keyedMAC // the scheme before pinHashByUser (PINHashByPIN)
+	cred      *keyedMAC
+	recovery  *keyedMAC
 }
 
 // NewKeys derives the purpose keys from a master secret of at least 32 bytes.
@@ -33,11 +35,42 @@ func NewKeys(master []byte) (*Keys, error) {
 	}
 	return &Keys{
 		master:    master,
-		pinByUser: derive(master, "verity pin hash v2"),
-		pinByPIN:  derive(master, "verity pin hash v1"),
-		cred:      derive(master, "verity api credential v1"),
-		recovery:  derive(master, "verity recovery code v1"),
+		pinByUser: newKeyedMAC(derive(master, "verity pin hash v2")),
+		pinByPIN:  newKeyedMAC(derive(master, "verity pin hash v1")),
+		cred:      newKeyedMAC(derive(master, "verity api credential v1")),
+		recovery:  newKeyedMAC(derive(master, "verity recovery code v1")),
 	}, nil
+}
+
+// keyedMAC computes HMAC-SHA256 under one key with instances keyed once
+// and reused: hmac.New hashes the key into its pads every time (two
+// SHA-256 blocks and a handful of allocations), and a check computes two
+// of these MACs, the typed code's and the API credential's.
+type keyedMAC struct{ pool sync.Pool }
+
+func newKeyedMAC(key []byte) *keyedMAC {
+	k := &keyedMAC{}
+	k.pool.New = func() any { return hmac.New(sha256.New, key) }
+	return k
+}
+
+// sum appends to dst the MAC of the parts, each but the first preceded by
+// a zero byte: the framing every stored hash has had.
+func (k *keyedMAC) sum(dst []byte, parts ...string) []byte {
+	var buf [160]byte
+	msg := buf[:0]
+	for i, p := range parts {
+		if i > 0 {
+			msg = append(msg, 0)
+		}
+		msg = append(msg, p...)
+	}
+	m := k.pool.Get().(hash.Hash)
+	m.Reset() // back to the keyed state: nothing of the last message stays
+	m.Write(msg)
+	dst = m.Sum(dst)
+	k.pool.Put(m)
+	return dst
 }
 
 func derive(master []byte, label string) []byte {
@@ -59,11 +92,7 @@ const pinHashByUser byte = 2
 // same code hash alike; the hash still says nothing about the code without
 // the server key.
 func (k *Keys) PINHash(userID, code string) []byte {
-	m := hmac.New(sha256.New, k.pinByUser)
-	m.Write([]byte(userID))
-	m.Write([]byte{0})
-	m.Write([]byte(code))
-	return m.Sum([]byte{pinHashByUser})
+	return k.pinByUser.sum(append(make([]byte, 0, verity.CodeHashSize), pinHashByUser), userID, code)
 }
 
 // PINHashByPIN is the stored form of a PIN before PINHash keyed it by the
@@ -71,11 +100,7 @@ func (k *Keys) PINHash(userID, code string) []byte {
 // it when told to (App.PINHashByPIN), so that nodes of an earlier release can
 // check their PINs during a rolling upgrade.
 func (k *Keys) PINHashByPIN(pinID, code string) []byte {
-	m := hmac.New(sha256.New, k.pinByPIN)
-	m.Write([]byte(pinID))
-	m.Write([]byte{0})
-	m.Write([]byte(code))
-	return m.Sum(nil)
+	return k.pinByPIN.sum(nil, pinID, code)
 }
 
 // PINMatches reports, in constant time, whether code is p's code. typed is
@@ -90,20 +115,14 @@ func (k *Keys) PINMatches(p *verity.PIN, code string, typed []byte) bool {
 
 // RecoveryCodeHash is the stored form of a recovery code, bound to its user.
 func (k *Keys) RecoveryCodeHash(userID, code string) []byte {
-	m := hmac.New(sha256.New, k.recovery)
-	m.Write([]byte(userID))
-	m.Write([]byte{0})
-	m.Write([]byte(code))
-	return m.Sum(nil)
+	return k.recovery.sum(nil, userID, code)
 }
 
 // CredentialHash is the stored form of an API password. API passwords are
 // server-generated 256-bit secrets, so a keyed fast hash is safe and no slow
 // KDF is needed per request.
 func (k *Keys) CredentialHash(password string) []byte {
-	m := hmac.New(sha256.New, k.cred)
-	m.Write([]byte(password))
-	return m.Sum(nil)
+	return k.cred.sum(nil, password)
 }
 
 // DevPassword is the development account's password, derived from the

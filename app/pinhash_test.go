@@ -297,3 +297,47 @@ func TestChecksCarryTheTypedCodesHash(t *testing.T) {
 		}
 	}
 }
+
+// TestStoredHashesKeepTheirForm: every hash Verity stores or compares
+// (PINs both ways, recovery codes, API credentials) is the HMAC-SHA256 the
+// earlier releases computed with a fresh hmac.New per call, whatever the
+// input's length and however many goroutines hash at once: the keyed
+// instances are reused from a pool.
+func TestStoredHashesKeepTheirForm(t *testing.T) {
+	master := bytes.Repeat([]byte{7}, 32)
+	keys, err := app.NewKeys(master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reference := func(label string, prefix []byte, msg string) []byte {
+		keyMAC := hmac.New(sha256.New, master)
+		keyMAC.Write([]byte(label))
+		m := hmac.New(sha256.New, keyMAC.Sum(nil))
+		m.Write([]byte(msg))
+		return m.Sum(prefix)
+	}
+	long := string(bytes.Repeat([]byte("x"), 300)) // beyond the stack buffer
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 200 {
+				user, code := "u"+string(rune('a'+g))+long[:i], "123456"+long[:i%7]
+				for _, c := range []struct {
+					name      string
+					got, want []byte
+				}{
+					{"PINHash", keys.PINHash(user, code), reference("verity pin hash v2", []byte{2}, user+"\x00"+code)},
+					{"PINHashByPIN", keys.PINHashByPIN(user, code), reference("verity pin hash v1", nil, user+"\x00"+code)},
+					{"RecoveryCodeHash", keys.RecoveryCodeHash(user, code), reference("verity recovery code v1", nil, user+"\x00"+code)},
+					{"CredentialHash", keys.CredentialHash(code + user), reference("verity api credential v1", nil, code+user)},
+				} {
+					if !bytes.Equal(c.got, c.want) {
+						t.Errorf("%s(%d-byte input) = %x, want %x", c.name, len(user)+len(code), c.got, c.want)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
