@@ -203,21 +203,36 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 			}
 			return err
 		case verity.ToTheApp:
-			out.Factor, err = scanFactor(tx.QueryRow(
-				`SELECT `+factorColumns+` FROM factors WHERE user_id = ? AND status = 'active'`, u.ID))
-			if err == sql.ErrNoRows || (err == nil && c.JudgeApp == nil) {
+			app, known := cache.app(u.ID)
+			if !known {
+				app, err = scanFactor(tx.QueryRow(
+					`SELECT `+factorColumns+` FROM factors WHERE user_id = ? AND status = 'active'`, u.ID))
+				if err == sql.ErrNoRows {
+					app, err = nil, nil
+				} else if err != nil {
+					return err
+				}
+				cache.putApp(u.ID, app)
+			}
+			out.Factor = app
+			if app == nil || c.JudgeApp == nil {
 				return nil
-			} else if err != nil {
-				return err
 			}
 			out.AppVerdict, out.Step = c.JudgeApp(u, out.Factor)
 			switch out.AppVerdict {
 			case verity.UseStepIt:
 				// The app's own tables: the cached user and PIN stand.
-				return tx.atomically(func() (err error) {
-					out.Applied, err = useStep(tx, c.StepUse(out.Factor, out.Step))
+				use := c.StepUse(out.Factor, out.Step)
+				err = tx.atomically(func() (err error) {
+					out.Applied, err = useStep(tx, use)
 					return err // errRollback undoes a refused replay
 				})
+				if out.Applied && err == nil {
+					cache.stepUsed(u.ID, use.FactorID, use.Step)
+				} else {
+					cache.drop(u.ID)
+				}
+				return err
 			case verity.CountIt:
 				try := c.AppFailedTry(u)
 				if out.Applied, err = countFailedTry(tx, try); out.Applied && err == nil { // one statement without a PIN

@@ -19,9 +19,12 @@ func cachedSnapshot(t *testing.T, db *DB) map[string]cachedUserPIN {
 	snap := map[string]cachedUserPIN{}
 	err := db.q.writeKeeping(context.Background(), "(snapshot)", func(tx *wtx) error {
 		for id, e := range tx.q.pins.entries {
-			c := cachedUserPIN{user: e.user}
+			c := cachedUserPIN{user: e.user, appKnown: e.appKnown}
 			if e.pin != nil {
 				c.pin = copyPIN(e.pin)
+			}
+			if e.app != nil {
+				c.app = copyFactor(e.app)
 			}
 			snap[id] = c
 		}
@@ -49,6 +52,19 @@ func assertCacheMatches(t *testing.T, db *DB, when string) int {
 		if d := cmp.Diff(p, c.pin); d != "" {
 			t.Fatalf("%s: cached PIN differs from the database (-database +cache):\n%s", when, d)
 		}
+		if !c.appKnown {
+			continue
+		}
+		f, err := db.Factor(context.Background(), id)
+		if verity.ErrorCode(err) == verity.ENOTFOUND || (err == nil && f.Status != "active") {
+			f, err = nil, nil
+		}
+		if err != nil {
+			t.Fatalf("%s: Factor(%s) = %v", when, id, err)
+		}
+		if d := cmp.Diff(f, c.app); d != "" {
+			t.Fatalf("%s: cached app differs from the database's active one (-database +cache):\n%s", when, d)
+		}
 	}
 	return len(snap)
 }
@@ -56,8 +72,9 @@ func assertCacheMatches(t *testing.T, db *DB, when string) int {
 // TestPINCacheMatchesTheDatabase runs a random mix of the writes that keep
 // the PIN cache (starts, checks of every verdict, an authenticator app's
 // verdicts) and of writes that do not (aborts, lone counts and consumes,
-// method changes, pruning, deletions), over a few users, and after each one
-// compares every cached entry with the database.
+// method changes, pruning, apps deleted, enrolled and rekeyed, lone steps
+// used), over a few users, and after each one compares every cached entry
+// with the database.
 func TestPINCacheMatchesTheDatabase(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
@@ -71,28 +88,35 @@ func TestPINCacheMatchesTheDatabase(t *testing.T) {
 		}
 		users = append(users, u)
 	}
-	// Bob has an active authenticator app, so checks sent to the app write.
-	app := &verity.Factor{ID: uuid.NewString(), UserID: users[1].ID, Status: "pending", KeyID: "k",
-		Secret: []byte("sealed"), Algorithm: "SHA1", Digits: 6, Period: 30, CreatedAt: now}
-	if err := db.PutPendingFactor(ctx, app); err != nil {
-		t.Fatal(err)
+	// Bob starts with an active authenticator app, so checks sent to the
+	// app write; apps come and go for everyone below.
+	enrol := func(u *verity.User, at time.Time, activate bool) error {
+		app := &verity.Factor{ID: uuid.NewString(), UserID: u.ID, Status: "pending", KeyID: "k",
+			Secret: []byte("sealed " + u.ID), Algorithm: "SHA1", Digits: 6, Period: 30, CreatedAt: at}
+		if err := db.PutPendingFactor(ctx, app); verity.ErrorCode(translate("", err)) == verity.ECONFLICT {
+			return nil // already active
+		} else if err != nil || !activate {
+			return err // a pending app, which checks must not see
+		}
+		_, err := db.ActivateFactor(ctx, verity.FactorActivation{FactorID: app.ID, UserID: u.ID, Step: 1, Now: at})
+		return err
 	}
-	if ok, err := db.ActivateFactor(ctx, verity.FactorActivation{FactorID: app.ID, UserID: app.UserID, Step: 1, Now: now}); !ok || err != nil {
-		t.Fatalf("ActivateFactor = %v, %v", ok, err)
+	if err := enrol(users[1], now, true); err != nil {
+		t.Fatal(err)
 	}
 
 	rng := rand.New(rand.NewPCG(5, 1))
 	clock, step := now, int64(1)
 	verdicts := []verity.PINVerdict{verity.LeaveAsIs, verity.ConsumeIt, verity.CountIt, verity.CountIt, verity.ToTheApp}
 	appVerdicts := []verity.PINVerdict{verity.LeaveAsIs, verity.UseStepIt, verity.CountIt}
-	cachedSeen := 0
+	cachedSeen, appsSeen := 0, 0
 	for i := range 3000 {
 		clock = clock.Add(time.Duration(rng.IntN(20)) * time.Second)
 		u := users[rng.IntN(len(users))]
 		newest, _ := db.PendingPIN(ctx, u.ID)
 		var what string
 		var err error
-		switch n := rng.IntN(20); {
+		switch n := rng.IntN(24); {
 		case n < 6:
 			what = "start"
 			_, err = db.StartPIN(ctx, verity.PINStart{ServiceID: svc.ID,
@@ -131,18 +155,43 @@ func TestPINCacheMatchesTheDatabase(t *testing.T) {
 		case n < 19:
 			what = "a method change"
 			err = db.SetLastMethod(ctx, u.ID, []string{"sms", "totp"}[rng.IntN(2)])
-		default:
+		case n < 20:
 			what = "pruning"
 			_, err = db.DeletePINsBefore(ctx, clock.Add(-3*time.Minute))
+		case n < 21:
+			what = "an app deleted"
+			if err = db.DeleteFactor(ctx, u.ID); verity.ErrorCode(translate("", err)) == verity.ENOTFOUND {
+				err = nil
+			}
+		case n < 22:
+			what = "an app enrolled"
+			err = enrol(u, clock, rng.IntN(2) == 0)
+		case n < 23:
+			what = "an app rekeyed"
+			if f, ferr := db.Factor(ctx, u.ID); ferr == nil {
+				_, err = db.RekeyFactor(ctx, f.ID, f.KeyID, uuid.NewString(), []byte(uuid.NewString()))
+			}
+		default:
+			what = "a lone step used"
+			if f, ferr := db.Factor(ctx, u.ID); ferr == nil {
+				step++
+				_, err = db.UseStep(ctx, verity.StepUse{FactorID: f.ID, UserID: u.ID, Step: step, Now: clock,
+					FailureWindowStart: clock.Add(-10 * time.Minute), FailureLimit: 8})
+			}
 		}
 		if err != nil {
 			t.Fatalf("step %d, %s: %v", i, what, err)
 		}
 		cachedSeen += assertCacheMatches(t, db, what)
+		for _, c := range cachedSnapshot(t, db) {
+			if c.app != nil {
+				appsSeen++
+			}
+		}
 	}
 	// The comparisons must have had something to compare.
-	if cachedSeen < 3000 {
-		t.Fatalf("the cache held %d entries over 3000 steps: the test did not exercise it", cachedSeen)
+	if cachedSeen < 1500 || appsSeen < 100 {
+		t.Fatalf("the cache held %d entries and %d apps over 3000 steps: the test did not exercise it", cachedSeen, appsSeen)
 	}
 }
 

@@ -69,6 +69,9 @@ func TestStatementsPerWrite(t *testing.T) {
 	count("a check that changes nothing", 0, checked(verity.LeaveAsIs, false))
 	// SAVEPOINT, the PIN's and the user's UPDATE, RELEASE.
 	count("a wrong code", 4, checked(verity.CountIt, true))
+	// The app's read: the user has none, which the cache then knows.
+	count("a check sent to the app", 1, checked(verity.ToTheApp, false))
+	count("the next check sent to the app", 0, checked(verity.ToTheApp, false))
 	// One conditional UPDATE; no savepoint.
 	count("a right code", 1, checked(verity.ConsumeIt, true))
 	// Any other write empties the cache: the next check reads, once.
