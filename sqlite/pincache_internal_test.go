@@ -213,7 +213,7 @@ func TestPINCacheSeesAnotherConnection(t *testing.T) {
 		t.Fatalf("after a start the cache holds %d users, want 1", n)
 	}
 
-	other, err := sql.Open("sqlite", db.path)
+	other, err := sql.Open("sqlite", "file:"+db.path+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}
