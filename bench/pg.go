@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -74,6 +75,23 @@ func (a *pgAdmin) dbURL(name string) (string, error) {
 	}
 	u.Path = "/" + name
 	return u.String(), nil
+}
+
+// withPool sets the size of the connection pool a Verity store opens on
+// dbURL (pool_max_conns); n 0 leaves the store's default. Only Verity reads
+// the parameter: pgbench's libpq would refuse it.
+func withPool(dbURL string, n int) string {
+	if n <= 0 {
+		return dbURL
+	}
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return dbURL
+	}
+	q := u.Query()
+	q.Set("pool_max_conns", strconv.Itoa(n))
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // dbName returns the database a URL made by create names.

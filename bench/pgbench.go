@@ -98,8 +98,13 @@ func (p *pgbenchResult) markdownNote() string {
 
 // pgbenchShareLine compares one row's peak with pgbench's rate; the
 // issue's target applies to checks, by PIN (check) or authenticator (totp).
-func pgbenchShareLine(name string, pct float64, clients int) string {
-	line := fmt.Sprintf("- %s = %.0f %% of pgbench's single-row-update rate at %d clients", name, pct, clients)
+// pool is the connections Verity had to PostgreSQL (0: its default).
+func pgbenchShareLine(name string, pct float64, clients, pool int) string {
+	conns := "Verity's default pool, 4 × GOMAXPROCS connections"
+	if pool > 0 {
+		conns = fmt.Sprintf("Verity with %d connections", pool)
+	}
+	line := fmt.Sprintf("- %s = %.0f %% of pgbench's single-row-update rate at %d clients (%s)", name, pct, clients, conns)
 	if name == "check" || name == "totp" {
 		verdict := "not met"
 		if pct >= pgbenchTarget {

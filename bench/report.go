@@ -118,7 +118,7 @@ func newResults(cfg *config) results {
 			"closed_seconds": cfg.closedDur.Seconds(), "open_seconds": cfg.openDur.Seconds(),
 			"open_fraction": cfg.openFraction, "storage_seconds": cfg.storageDur.Seconds(),
 			"pool": cfg.pool, "wrong": cfg.wrong, "totp_users": cfg.totpUsers, "open_conns": cfg.openConns,
-			"quiet_wait_seconds": cfg.quietWait.Seconds(), "retry_noisy": cfg.retryNoisy,
+			"quiet_wait_seconds": cfg.quietWait.Seconds(), "retry_noisy": cfg.retryNoisy, "pg_pool": cfg.pgPool,
 			"settings": benchSettings,
 		},
 		Machine:   readMachine(),
@@ -224,9 +224,10 @@ func (r *results) markdown() string {
 	}
 	if pb := r.Pgbench; pb != nil {
 		b.WriteString(pb.markdownNote())
+		pool, _ := r.Config["pg_pool"].(int)
 		for _, s := range r.Scenarios {
 			if s.PctPgbench != nil {
-				b.WriteString(pgbenchShareLine(s.Name, *s.PctPgbench, pb.Clients))
+				b.WriteString(pgbenchShareLine(s.Name, *s.PctPgbench, pb.Clients, pool))
 			}
 		}
 	}

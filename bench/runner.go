@@ -153,7 +153,7 @@ func (r *runner) startVerity(ctx context.Context, name, dataDir, dbURL string, w
 	}
 	args := []string{"serve", "--dev", "--log-level", "warn", "--addr", addr, "--data-dir", dataDir}
 	if dbURL != "" {
-		args = append(args, "--db", dbURL)
+		args = append(args, "--db", withPool(dbURL, r.cfg.pgPool))
 	}
 	if webhook {
 		args = append(args, "--sms-webhook", r.capture.url, "--sms-webhook-secret", r.capture.secret)
