@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"slices"
@@ -270,10 +271,26 @@ func TestParseFlags(t *testing.T) {
 	if got := strings.Join(cfg.scenarios, ","); got != "check,mix" {
 		t.Fatalf("scenarios = %s, want check,mix", got)
 	}
-	for _, args := range [][]string{{"-scenarios", "nope"}, {"-users", "0"}, {"-db", "mysql"}, {"-wrong", "10"}, {"stray"}} {
+	for _, args := range [][]string{{"-scenarios", "nope"}, {"-users", "0"}, {"-db", "mysql"}, {"-wrong", "10"}, {"-pg-pool", "-1"}, {"stray"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("parseFlags(%v) succeeded", args)
 		}
+	}
+}
+
+// TestWithPool: -pg-pool reaches the store's URL as pool_max_conns, beside
+// the parameters already there, and 0 leaves the URL as it was.
+func TestWithPool(t *testing.T) {
+	const base = "postgres://postgres@127.0.0.1:5432/verity_bench_x_check?sslmode=disable"
+	if got := withPool(base, 0); got != base {
+		t.Errorf("withPool(base, 0) = %q, want it unchanged", got)
+	}
+	u, err := url.Parse(withPool(base, 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := u.Query(); q.Get("pool_max_conns") != "64" || q.Get("sslmode") != "disable" || u.Path != "/verity_bench_x_check" {
+		t.Errorf("withPool(base, 64) = %q, want pool_max_conns=64 beside sslmode=disable on the same database", u)
 	}
 }
 
