@@ -120,7 +120,7 @@ type PINCheck struct {
 	// user would have under the current hash scheme: CodeHashSize bytes, a
 	// tag byte naming the scheme, then the MAC. It lets a store decide in the
 	// statement that reads, for a user whose latest start was an SMS PIN
-	// (LastMethod "sms") and whose newest PIN carries the same tag: consume
+	// (LastMethod not "totp") and whose newest PIN carries the same tag: consume
 	// the PIN when its MAC equals CodeHash's, count a wrong try when it does
 	// not, each under PINConsume's or FailedTry's conditions, comparing the
 	// MACs in constant time. Judge must give the same verdicts in those cases:

@@ -10,7 +10,12 @@ type User struct {
 	Phone       string // E.164
 	PhoneType   string // libphonenumber's number type, e.g. "MOBILE", "UNKNOWN"
 	CreatedAt   time.Time
-	LastMethod  string // method of the latest start: "sms", "totp" or "" before any
+	// LastMethod is "totp" after a start with the authenticator app and
+	// until an SMS start follows, which makes it "sms". It is "" until the
+	// first start that changes it: a user whose first starts were SMS keeps
+	// "", which every reader takes as "not the app", so those starts never
+	// write the user's row.
+	LastMethod string
 
 	// The per-user failure budget: wrong tries counted in a fixed window that
 	// starts at the first failure. Sending a new PIN never resets it.

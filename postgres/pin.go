@@ -71,13 +71,18 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarte
 		// user's rows bounded.
 		b.Queue(`DELETE FROM pins WHERE user_id = $1 AND created_at <= $2 AND id <> $3`,
 			p.PIN.UserID, ts(p.SendWindowStart), p.PIN.ID)
-		// Here rather than in a second transaction; the row is already locked.
-		b.Queue(`UPDATE users SET last_method = 'sms' WHERE id = $1 AND last_method <> 'sms'`, p.PIN.UserID)
+		// Only an authenticator start has to be undone: "" and "sms" both
+		// mean "not the app" (see verity.User.LastMethod), so a user's
+		// first starts leave the row alone. Here rather than in a second
+		// transaction; the row is already locked.
+		b.Queue(`UPDATE users SET last_method = 'sms' WHERE id = $1 AND last_method = 'totp'`, p.PIN.UserID)
 		b.Queue("COMMIT")
 		if err := conn.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
-		out.User.LastMethod = "sms"
+		if out.User.LastMethod == "totp" {
+			out.User.LastMethod = "sms"
+		}
 		out.Started = true
 		return nil
 	})
@@ -297,7 +302,8 @@ func (d deciding) verdict() verity.PINVerdict {
 // parameters), $5 the service, $6 the PIN's try limit, $7 the typed code's
 // hash.
 //
-// r decides when the user's latest start was an SMS PIN, its newest PIN is
+// r decides when the user's latest start was not the authenticator app
+// (last_method "" or "sms", as verity.User.LastMethod says), its newest PIN is
 // pending (unused, unexpired, under its try limit), the user is not locked
 // out, and the PIN's hash has the typed hash's length and tag byte; it then
 // compares the MACs after the tag in constant time: the XOR of the two, as
@@ -327,7 +333,7 @@ var decidingCheckSQL = `
 	    ) ELSE false END AS matches` + userWithPINFrom + `
 	  LEFT JOIN factors f ON f.user_id = u.id AND f.status = 'active'
 	  CROSS JOIN LATERAL (SELECT COALESCE(
-	    u.last_method = 'sms' AND p.consumed_at IS NULL AND p.expires_at > $3 AND p.attempts < $6
+	    u.last_method <> 'totp' AND p.consumed_at IS NULL AND p.expires_at > $3 AND p.attempts < $6
 	    AND (u.failure_window_start IS NULL OR u.failure_window_start <= $2 OR u.failure_count < $4)
 	    AND length(p.hash) = 33 AND length($7::bytea) = 33 AND get_byte(p.hash, 0) = get_byte($7::bytea, 0),
 	    false) AS decides) d

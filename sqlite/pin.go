@@ -65,15 +65,17 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarte
 				return err
 			}
 		}
-		// Here rather than in a second write: a user's first start would
-		// otherwise cost two commits. The row read above is current (this
-		// is the single writer's transaction), so an unchanged one is left.
-		if u.LastMethod != "sms" {
+		// Only an authenticator start has to be undone: "" and "sms" both
+		// mean "not the app" (see verity.User.LastMethod), so a user's
+		// first starts leave the row alone. Here rather than in a second
+		// write; the row read above is current (this is the single
+		// writer's transaction).
+		if u.LastMethod == "totp" {
 			if _, err := tx.Exec(`UPDATE users SET last_method = 'sms' WHERE id = ?`, p.PIN.UserID); err != nil {
 				return err
 			}
+			u.LastMethod = "sms"
 		}
-		u.LastMethod = "sms"
 		out.Started = true
 		// The user's next check finds what it reads here. The times as
 		// stored: to the microsecond.

@@ -198,6 +198,20 @@ func testUsers(t *testing.T, open Open) {
 		}
 		wantCode(t, "SetLastMethod(unknown)", s.SetLastMethod(ctx, uuid.NewString(), "sms"), verity.ENOTFOUND)
 	})
+	t.Run("a user's first SMS starts leave the last method empty", func(t *testing.T) {
+		// "" means "not the app", as "sms" does: a start writes the user's
+		// row only to undo "totp".
+		u := mustUser(t, s, f.service, "first-starts")
+		for i, at := range []time.Time{t0, t0.Add(2 * time.Minute)} {
+			st, err := s.StartPIN(ctx, startAt(u, at))
+			if err != nil || !st.Started || st.User.LastMethod != "" {
+				t.Fatalf("StartPIN %d = %+v, %v; want started with LastMethod \"\"", i, st, err)
+			}
+			if got, err := s.User(ctx, f.service.ID, u.ID); err != nil || got.LastMethod != "" {
+				t.Fatalf("after StartPIN %d, User.LastMethod = %q, %v; want \"\"", i, got.LastMethod, err)
+			}
+		}
+	})
 	t.Run("a started PIN records sms as the last method, a refused start does not", func(t *testing.T) {
 		u := mustUser(t, s, f.service, "switcher")
 		if err := s.SetLastMethod(ctx, u.ID, "totp"); err != nil {

@@ -44,7 +44,7 @@ func hashCheckLimited(f *fixture, now time.Time, typed []byte, failureLimit int)
 	c.Judge = func(u *verity.User, p *verity.PIN) verity.PINVerdict {
 		lockedOut := u.FailureCount >= c.FailureLimit && u.FailureWindowStart.After(c.FailureWindowStart)
 		switch {
-		case p == nil, u.LastMethod != "sms", p.ConsumedAt != nil, !now.Before(p.ExpiresAt),
+		case p == nil, u.LastMethod == "totp", p.ConsumedAt != nil, !now.Before(p.ExpiresAt),
 			p.Attempts >= c.MaxAttempts, lockedOut:
 			return verity.LeaveAsIs
 		case bytes.Equal(p.Hash, typed): // the app compares in constant time
