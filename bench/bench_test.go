@@ -380,9 +380,9 @@ func TestPgbenchShareLine(t *testing.T) {
 		pool int
 		want string
 	}{
-		{"check", 45.4, 64, "- check = 45 % of pgbench's single-row-update rate at 64 clients (Verity with 64 connections) (target ≥ 60 %: not met)\n"},
-		{"totp", 60, 64, "- totp = 60 % of pgbench's single-row-update rate at 64 clients (Verity with 64 connections) (target ≥ 60 %: met)\n"},
-		{"create", 98, 0, "- create = 98 % of pgbench's single-row-update rate at 64 clients (Verity's default pool, 4 × GOMAXPROCS connections)\n"},
+		{"check", 45.4, 64, "- check = 45 % of pgbench's single-row-update rate at 64 clients, Verity on 64 connections (target ≥ 60 %: not met)\n"},
+		{"totp", 60, 64, "- totp = 60 % of pgbench's single-row-update rate at 64 clients, Verity on 64 connections (target ≥ 60 %: met)\n"},
+		{"create", 98, 0, "- create = 98 % of pgbench's single-row-update rate at 64 clients, Verity on its default pool of 4 × GOMAXPROCS connections\n"},
 	} {
 		if got := pgbenchShareLine(tc.name, tc.pct, 64, tc.pool); got != tc.want {
 			t.Errorf("pgbenchShareLine(%s, %v) = %q, want %q", tc.name, tc.pct, got, tc.want)

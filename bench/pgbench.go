@@ -100,11 +100,11 @@ func (p *pgbenchResult) markdownNote() string {
 // issue's target applies to checks, by PIN (check) or authenticator (totp).
 // pool is the connections Verity had to PostgreSQL (0: its default).
 func pgbenchShareLine(name string, pct float64, clients, pool int) string {
-	conns := "Verity's default pool, 4 × GOMAXPROCS connections"
+	conns := "Verity on its default pool of 4 × GOMAXPROCS connections"
 	if pool > 0 {
-		conns = fmt.Sprintf("Verity with %d connections", pool)
+		conns = fmt.Sprintf("Verity on %d connections", pool)
 	}
-	line := fmt.Sprintf("- %s = %.0f %% of pgbench's single-row-update rate at %d clients (%s)", name, pct, clients, conns)
+	line := fmt.Sprintf("- %s = %.0f %% of pgbench's single-row-update rate at %d clients, %s", name, pct, clients, conns)
 	if name == "check" || name == "totp" {
 		verdict := "not met"
 		if pct >= pgbenchTarget {
