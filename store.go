@@ -33,7 +33,8 @@ type Store interface {
 	DeleteUser(ctx context.Context, serviceID, id string) error
 
 	// StartPIN makes p.PIN the user's pending PIN if the limits in p allow,
-	// and records "sms" as the user's last method in the same transaction.
+	// and, in the same transaction, turns a last method of "totp" into
+	// "sms" ("" stays: it means "not the app" too, see User.LastMethod).
 	// When they do not, it changes nothing and reports what it saw. Either
 	// way it returns the user, read in that transaction; ENOTFOUND when
 	// the user is not one of service p.ServiceID.
@@ -80,7 +81,8 @@ type Store interface {
 	UseRecoveryCode(ctx context.Context, u RecoveryUse) (bool, error)
 	// RecoveryCodesLeft counts the user's unused recovery codes.
 	RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
-	// SetLastMethod records the method of the user's latest start ("sms" or "totp").
+	// SetLastMethod records the method of the user's latest start ("sms" or
+	// "totp"; see User.LastMethod for what "" means).
 	SetLastMethod(ctx context.Context, userID, method string) error
 	// FactorsNotUnderKey returns up to limit factors whose seed is sealed
 	// under another key than keyID, for key rotation.

@@ -78,8 +78,8 @@ func (a *App) StartVerification(ctx context.Context, acct *verity.Account, servi
 		}
 		// No app set up: fall back to SMS, as the Verigator contract says.
 	}
-	// StartPIN reads the user and records "sms" as the last method in its
-	// own transaction: an SMS start is one store call.
+	// StartPIN reads the user and undoes a last method of "totp" in its own
+	// transaction: an SMS start is one store call.
 	return a.sendPIN(ctx, svc, userID)
 }
 
