@@ -26,9 +26,12 @@ var startPINQuery = `
 
 // StartPIN inserts p.PIN as the user's pending PIN if p's limits allow, in
 // one write: the single writer means no concurrent start can slip past a limit.
+// A start that only inserts (nothing to prune, no "totp" to undo) makes one
+// change, which SQLite undoes by itself if it fails, and so runs without a
+// savepoint; one that changes more wraps its changes in one.
 func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarted, error) {
 	var out verity.PINStarted
-	err := db.q.writeKeeping(ctx, p.PIN.UserID, func(tx *wtx) error {
+	err := db.q.writeStatementKeeping(ctx, p.PIN.UserID, func(tx *wtx) error {
 		out = verity.PINStarted{}
 		var (
 			oldest, older int64
@@ -48,32 +51,46 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarte
 		if !p.Allows(*seen) {
 			return nil
 		}
-		if _, err := tx.Exec(
-			`INSERT INTO pins (id, user_id, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
-			p.PIN.ID, p.PIN.UserID, p.PIN.Hash, micros(p.PIN.CreatedAt), micros(p.PIN.ExpiresAt),
-		); err != nil {
-			return err
-		}
-		// History older than the send window no longer counts: keep each
-		// user's rows bounded. The read above counted it; the statement is
-		// skipped when there is none.
-		if older > 0 {
+		undoTOTP := u.LastMethod == "totp"
+		changes := func() error {
 			if _, err := tx.Exec(
-				`DELETE FROM pins WHERE user_id = ? AND created_at <= ? AND id <> ?`,
-				p.PIN.UserID, micros(p.SendWindowStart), p.PIN.ID,
+				`INSERT INTO pins (id, user_id, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+				p.PIN.ID, p.PIN.UserID, p.PIN.Hash, micros(p.PIN.CreatedAt), micros(p.PIN.ExpiresAt),
 			); err != nil {
 				return err
 			}
-		}
-		// Only an authenticator start has to be undone: "" and "sms" both
-		// mean "not the app" (see verity.User.LastMethod), so a user's
-		// first starts leave the row alone. Here rather than in a second
-		// write; the row read above is current (this is the single
-		// writer's transaction).
-		if u.LastMethod == "totp" {
-			if _, err := tx.Exec(`UPDATE users SET last_method = 'sms' WHERE id = ?`, p.PIN.UserID); err != nil {
-				return err
+			// History older than the send window no longer counts: keep
+			// each user's rows bounded. The read above counted it; the
+			// statement is skipped when there is none.
+			if older > 0 {
+				if _, err := tx.Exec(
+					`DELETE FROM pins WHERE user_id = ? AND created_at <= ? AND id <> ?`,
+					p.PIN.UserID, micros(p.SendWindowStart), p.PIN.ID,
+				); err != nil {
+					return err
+				}
 			}
+			// Only an authenticator start has to be undone: "" and "sms"
+			// both mean "not the app" (see verity.User.LastMethod), so a
+			// user's first starts leave the row alone. Here rather than in
+			// a second write; the row read above is current (this is the
+			// single writer's transaction).
+			if undoTOTP {
+				if _, err := tx.Exec(`UPDATE users SET last_method = 'sms' WHERE id = ?`, p.PIN.UserID); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if older > 0 || undoTOTP {
+			err = tx.atomically(changes)
+		} else {
+			err = changes() // the INSERT alone
+		}
+		if err != nil {
+			return err
+		}
+		if undoTOTP {
 			u.LastMethod = "sms"
 		}
 		out.Started = true

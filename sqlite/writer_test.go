@@ -63,3 +63,86 @@ func TestGroupCommitIsolatesWrites(t *testing.T) {
 		t.Fatalf("%d conflicts and %d users stored, want %d and %d", conflicts, total, n/2, n/2)
 	}
 }
+
+// TestGroupCommitIsolatesFailedStarts: a first start runs its one INSERT
+// without a savepoint, so a failing INSERT must be undone by SQLite alone,
+// leaving the batch's other writes, and its transaction, as they were.
+// Pairs of concurrent starts share a PIN id: exactly one of each pair must
+// fail with a conflict, its user left without a PIN, and every other start
+// stored.
+func TestGroupCommitIsolatesFailedStarts(t *testing.T) {
+	ctx := context.Background()
+	db := MustOpenDB(t)
+	acct := &verity.Account{ID: uuid.NewString(), Username: "acme", SecretHash: []byte{1}, CreatedAt: time.Now()}
+	if err := db.CreateAccount(ctx, acct); err != nil {
+		t.Fatal(err)
+	}
+	settings := verity.DefaultSettings()
+	svc := &verity.Service{ID: uuid.NewString(), AccountID: acct.ID, Name: "S", FQDN: "s", Settings: settings, CreatedAt: time.Now()}
+	if err := db.CreateService(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	const n = 400
+	users := make([]*verity.User, n)
+	for i := range users {
+		users[i] = &verity.User{ID: uuid.NewString(), ServiceID: svc.ID, IDInService: "user" + strconv.Itoa(i),
+			Phone: "+3725555555", CreatedAt: time.Now()}
+		if err := db.CreateUser(ctx, users[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	now := time.Now()
+	pinIDs := make([]string, n/2)
+	for i := range pinIDs {
+		pinIDs[i] = uuid.NewString()
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	started := make([]bool, n)
+	start := make(chan struct{})
+	for i, u := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			st, err := db.StartPIN(ctx, verity.PINStart{
+				ServiceID: svc.ID,
+				PIN: verity.PIN{ID: pinIDs[i/2], UserID: u.ID, Hash: []byte{byte(i)},
+					CreatedAt: now, ExpiresAt: now.Add(settings.PINValidity())},
+				SendWindowStart:    now.Add(-settings.SendWindow()),
+				MaxSends:           settings.MaxSends,
+				ResendNotBefore:    now.Add(-settings.ResendInterval()),
+				FailureWindowStart: now.Add(-settings.FailureWindow()),
+				FailureLimit:       settings.FailureLimit,
+			})
+			errs[i], started[i] = err, st.Started
+		}()
+	}
+	close(start)
+	wg.Wait()
+
+	conflicts := 0
+	for i, u := range users {
+		_, pin, err := db.UserWithPIN(ctx, svc.ID, u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch verity.ErrorCode(errs[i]) {
+		case "":
+			if !started[i] || pin == nil || pin.ID != pinIDs[i/2] || pin.Hash[0] != byte(i) {
+				t.Fatalf("start %d succeeded (started %v) but the user's PIN is %+v", i, started[i], pin)
+			}
+		case verity.ECONFLICT:
+			conflicts++
+			if pin != nil {
+				t.Fatalf("start %d failed but left the user a PIN: %+v", i, pin)
+			}
+		default:
+			t.Fatalf("start %d: %v", i, errs[i])
+		}
+	}
+	if conflicts != n/2 {
+		t.Fatalf("%d starts failed, want %d", conflicts, n/2)
+	}
+}
