@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/storetest"
 )
 
 // TestGroupCommitIsolatesWrites sends many writes at once so that they share
@@ -17,14 +18,7 @@ import (
 func TestGroupCommitIsolatesWrites(t *testing.T) {
 	ctx := context.Background()
 	db := MustOpenDB(t)
-	acct := &verity.Account{ID: uuid.NewString(), Username: "acme", SecretHash: []byte{1}, CreatedAt: time.Now()}
-	if err := db.CreateAccount(ctx, acct); err != nil {
-		t.Fatal(err)
-	}
-	svc := &verity.Service{ID: uuid.NewString(), AccountID: acct.ID, Name: "S", FQDN: "s", Settings: verity.DefaultSettings(), CreatedAt: time.Now()}
-	if err := db.CreateService(ctx, svc); err != nil {
-		t.Fatal(err)
-	}
+	svc := mustService(t, db)
 
 	const n = 400
 	var wg sync.WaitGroup
@@ -73,15 +67,7 @@ func TestGroupCommitIsolatesWrites(t *testing.T) {
 func TestGroupCommitIsolatesFailedStarts(t *testing.T) {
 	ctx := context.Background()
 	db := MustOpenDB(t)
-	acct := &verity.Account{ID: uuid.NewString(), Username: "acme", SecretHash: []byte{1}, CreatedAt: time.Now()}
-	if err := db.CreateAccount(ctx, acct); err != nil {
-		t.Fatal(err)
-	}
-	settings := verity.DefaultSettings()
-	svc := &verity.Service{ID: uuid.NewString(), AccountID: acct.ID, Name: "S", FQDN: "s", Settings: settings, CreatedAt: time.Now()}
-	if err := db.CreateService(ctx, svc); err != nil {
-		t.Fatal(err)
-	}
+	svc := mustService(t, db)
 	const n = 400
 	users := make([]*verity.User, n)
 	for i := range users {
@@ -106,16 +92,9 @@ func TestGroupCommitIsolatesFailedStarts(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			st, err := db.StartPIN(ctx, verity.PINStart{
-				ServiceID: svc.ID,
-				PIN: verity.PIN{ID: pinIDs[i/2], UserID: u.ID, Hash: []byte{byte(i)},
-					CreatedAt: now, ExpiresAt: now.Add(settings.PINValidity())},
-				SendWindowStart:    now.Add(-settings.SendWindow()),
-				MaxSends:           settings.MaxSends,
-				ResendNotBefore:    now.Add(-settings.ResendInterval()),
-				FailureWindowStart: now.Add(-settings.FailureWindow()),
-				FailureLimit:       settings.FailureLimit,
-			})
+			p := storetest.StartAt(u, now)
+			p.PIN.ID, p.PIN.Hash = pinIDs[i/2], []byte{byte(i)}
+			st, err := db.StartPIN(ctx, p)
 			errs[i], started[i] = err, st.Started
 		}()
 	}
@@ -145,4 +124,19 @@ func TestGroupCommitIsolatesFailedStarts(t *testing.T) {
 	if conflicts != n/2 {
 		t.Fatalf("%d starts failed, want %d", conflicts, n/2)
 	}
+}
+
+// mustService stores an account and a service with the default settings.
+func mustService(t *testing.T, db verity.Store) *verity.Service {
+	t.Helper()
+	ctx := context.Background()
+	acct := &verity.Account{ID: uuid.NewString(), Username: "acme", SecretHash: []byte{1}, CreatedAt: time.Now()}
+	if err := db.CreateAccount(ctx, acct); err != nil {
+		t.Fatal(err)
+	}
+	svc := &verity.Service{ID: uuid.NewString(), AccountID: acct.ID, Name: "S", FQDN: "s", Settings: verity.DefaultSettings(), CreatedAt: time.Now()}
+	if err := db.CreateService(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	return svc
 }

@@ -250,6 +250,10 @@ func testUsers(t *testing.T, open Open) {
 }
 
 // startAt builds a PINStart at now with the default policy's limits.
+// StartAt is a start of a new PIN (random id and hash) for u at now, under
+// the default settings' limits: for the stores' own tests as well.
+func StartAt(u *verity.User, now time.Time) verity.PINStart { return startAt(u, now) }
+
 func startAt(u *verity.User, now time.Time) verity.PINStart {
 	p := verity.DefaultSettings()
 	return verity.PINStart{
