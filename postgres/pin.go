@@ -73,14 +73,18 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarte
 			p.PIN.UserID, ts(p.SendWindowStart), p.PIN.ID)
 		// Only an authenticator start has to be undone: "" and "sms" both
 		// mean "not the app" (see verity.User.LastMethod), so a user's
-		// first starts leave the row alone. Here rather than in a second
-		// transaction; the row is already locked.
-		b.Queue(`UPDATE users SET last_method = 'sms' WHERE id = $1 AND last_method = 'totp'`, p.PIN.UserID)
+		// first starts leave the row alone, and send no statement for it.
+		// The row read above is current: this transaction holds its lock,
+		// which SetLastMethod's UPDATE would wait for.
+		undoTOTP := out.User.LastMethod == "totp"
+		if undoTOTP {
+			b.Queue(`UPDATE users SET last_method = 'sms' WHERE id = $1`, p.PIN.UserID)
+		}
 		b.Queue("COMMIT")
 		if err := conn.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
-		if out.User.LastMethod == "totp" {
+		if undoTOTP {
 			out.User.LastMethod = "sms"
 		}
 		out.Started = true
