@@ -59,7 +59,9 @@ type Store interface {
 	// CountFailedTry counts a wrong try if f's conditions hold; it reports whether it did.
 	CountFailedTry(ctx context.Context, f FailedTry) (bool, error)
 	// DeletePINsBefore removes PINs created before t: the history the limits
-	// no longer need.
+	// no longer need. t is older than any window a limit counts, so a store
+	// that keeps failure budgets apart from the users (SQLite) also drops
+	// those whose window began before t: a lapsed window counts nothing.
 	DeletePINsBefore(ctx context.Context, t time.Time) (int64, error)
 
 	// PutPendingFactor stores f as the user's pending factor, replacing a

@@ -20,7 +20,7 @@ type User struct {
 	// The per-user failure budget: wrong tries counted in a fixed window that
 	// starts at the first failure. Sending a new PIN never resets it.
 	FailureCount       int
-	FailureWindowStart time.Time // zero when no failure was ever counted
+	FailureWindowStart time.Time // zero when none is on record: never counted, or a lapsed window the janitor dropped
 }
 
 // MaskPhone returns an E.164 number with all but its last four digits

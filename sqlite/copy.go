@@ -39,7 +39,7 @@ func (db *DB) Export(ctx context.Context, fn func(verity.Record) error) error {
 			s.CreatedAt = fromMicros(created)
 			return verity.Record{Service: s}, json.Unmarshal(settings, &s.Settings)
 		}},
-		{`SELECT ` + userColumns + ` FROM users ORDER BY seq`, func(r scanner) (verity.Record, error) {
+		{`SELECT ` + userColumns + ` FROM ` + usersWithFailures + ` ORDER BY u.seq`, func(r scanner) (verity.Record, error) {
 			u, err := scanUser(r)
 			return verity.Record{User: u}, err
 		}},
@@ -102,9 +102,7 @@ func (db *DB) Import(ctx context.Context, r verity.Record) (bool, error) {
 		args = []any{s.ID, s.AccountID, s.Name, s.FQDN, settings, micros(s.CreatedAt)}
 	case r.User != nil:
 		u := r.User
-		query = `INSERT INTO users (id, service_id, id_in_service, phone, phone_type, created_at, failure_count, failure_window_start, last_method)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`
-		args = []any{u.ID, u.ServiceID, u.IDInService, u.Phone, u.PhoneType, micros(u.CreatedAt), u.FailureCount, micros(u.FailureWindowStart), u.LastMethod}
+		return db.importUser(ctx, u)
 	case r.Factor != nil:
 		f := r.Factor
 		query = `INSERT INTO factors (` + factorColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`
@@ -118,4 +116,29 @@ func (db *DB) Import(ctx context.Context, r verity.Record) (bool, error) {
 	}
 	n, err := db.execCount(ctx, query, args...)
 	return n == 1, translate("sqlite.Import", err)
+}
+
+// importUser inserts the user and, when it carries a failure budget, that
+// budget's row, in one write: both or neither.
+func (db *DB) importUser(ctx context.Context, u *verity.User) (bool, error) {
+	inserted := false
+	err := db.q.write(ctx, func(tx *wtx) error {
+		res, err := tx.Exec(`INSERT INTO users (id, service_id, id_in_service, phone, phone_type, created_at, last_method)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+			u.ID, u.ServiceID, u.IDInService, u.Phone, u.PhoneType, micros(u.CreatedAt), u.LastMethod)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err // an existing user keeps its own budget
+		}
+		inserted = true
+		if u.FailureCount == 0 && u.FailureWindowStart.IsZero() {
+			return nil
+		}
+		_, err = tx.Exec(`INSERT INTO user_failures (user_id, failure_count, window_start) VALUES (?, ?, ?)`,
+			u.ID, u.FailureCount, micros(u.FailureWindowStart))
+		return err
+	})
+	return inserted, translate("sqlite.Import", err)
 }

@@ -129,7 +129,7 @@ func useStep(tx *wtx, u verity.StepUse) (bool, error) {
 	res, err := tx.Exec(`
 		UPDATE factors SET last_step = ?1
 		WHERE id = ?2 AND user_id = ?3 AND status = 'active' AND last_step < ?1
-		  AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?3 AND failure_count >= ?4 AND failure_window_start > ?5)`,
+		  AND NOT EXISTS (SELECT 1 FROM user_failures WHERE user_id = ?3 AND failure_count >= ?4 AND window_start > ?5)`,
 		u.Step, u.FactorID, u.UserID, u.FailureLimit, micros(u.FailureWindowStart))
 	if err != nil {
 		return false, err
@@ -158,7 +158,7 @@ func (db *DB) UseRecoveryCode(ctx context.Context, u verity.RecoveryUse) (bool, 
 	n, err := db.execCount(ctx, `
 		UPDATE recovery_codes SET used_at = ?1
 		WHERE user_id = ?2 AND hash = ?3 AND used_at = 0
-		  AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?2 AND failure_count >= ?4 AND failure_window_start > ?5)`,
+		  AND NOT EXISTS (SELECT 1 FROM user_failures WHERE user_id = ?2 AND failure_count >= ?4 AND window_start > ?5)`,
 		micros(u.Now), u.UserID, u.Hash, u.FailureLimit, micros(u.FailureWindowStart))
 	return n == 1, translate("sqlite.UseRecoveryCode", err)
 }

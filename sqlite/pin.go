@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/verityhq/verity"
@@ -15,8 +14,8 @@ import (
 // left to prune, and its newest PIN (when it was sent and whether it was
 // verified). The aggregate row always exists; the newest PIN may not.
 var startPINQuery = `
-		SELECT ` + prefixed("u.", userColumns) + `, w.n, w.oldest, w.older, l.created_at, l.consumed_at IS NOT NULL
-		FROM users u
+		SELECT ` + userColumns + `, w.n, w.oldest, w.older, l.created_at, l.consumed_at IS NOT NULL
+		FROM ` + usersWithFailures + `
 		JOIN (SELECT count(*) FILTER (WHERE created_at > ?3) AS n,
 		             coalesce(min(created_at) FILTER (WHERE created_at > ?3), 0) AS oldest,
 		             count(*) FILTER (WHERE created_at <= ?3) AS older
@@ -134,8 +133,8 @@ func (db *DB) PendingPIN(ctx context.Context, userID string) (*verity.PIN, error
 // userWithPINQuery is built once: the statement cache is keyed by the text,
 // and a check must not rebuild it per request.
 var userWithPINQuery = `
-		SELECT ` + prefixed("u.", userColumns) + `, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at
-		FROM users u LEFT JOIN pins p ON p.seq = (SELECT max(seq) FROM pins WHERE user_id = u.id)
+		SELECT ` + userColumns + `, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at
+		FROM ` + usersWithFailures + ` LEFT JOIN pins p ON p.seq = (SELECT max(seq) FROM pins WHERE user_id = u.id)
 		WHERE u.id = ? AND u.service_id = ?`
 
 // UserWithPIN reads the user and its newest PIN in one statement.
@@ -267,11 +266,6 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 	return out, translate("sqlite.CheckPIN", err)
 }
 
-// prefixed qualifies every column of a comma-separated list with a table alias.
-func prefixed(alias, columns string) string {
-	return alias + strings.ReplaceAll(columns, ", ", ", "+alias)
-}
-
 // ConsumePIN marks the PIN used in one conditional UPDATE: of any number of
 // concurrent calls for one PIN, exactly one changes the row.
 func (db *DB) ConsumePIN(ctx context.Context, c verity.PINConsume) (bool, error) {
@@ -289,7 +283,7 @@ func consumePIN(tx *wtx, c verity.PINConsume) (bool, error) {
 		UPDATE pins SET consumed_at = ?1
 		WHERE id = ?2 AND consumed_at IS NULL AND expires_at > ?1 AND attempts < ?3
 		  AND seq = (SELECT max(seq) FROM pins WHERE user_id = ?4)
-		  AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?4 AND failure_count >= ?5 AND failure_window_start > ?6)`,
+		  AND NOT EXISTS (SELECT 1 FROM user_failures WHERE user_id = ?4 AND failure_count >= ?5 AND window_start > ?6)`,
 		micros(c.Now), c.PINID, c.MaxAttempts, c.UserID, c.FailureLimit, micros(c.FailureWindowStart))
 	if err != nil {
 		return false, err
@@ -325,12 +319,15 @@ func countFailedTry(tx *wtx, f verity.FailedTry) (bool, error) {
 		}
 	}
 	// A window that began at or before FailureWindowStart has lapsed: this
-	// failure opens a new one.
+	// failure opens a new one. A user without a row has none open; one
+	// that no longer exists gets none (the EXISTS, as users' UPDATE had it).
 	res, err := tx.Exec(`
-		UPDATE users SET
-		  failure_count = CASE WHEN failure_window_start > ?2 THEN failure_count + 1 ELSE 1 END,
-		  failure_window_start = CASE WHEN failure_window_start > ?2 THEN failure_window_start ELSE ?3 END
-		WHERE id = ?1 AND NOT (failure_window_start > ?2 AND failure_count >= ?4)`,
+		INSERT INTO user_failures (user_id, failure_count, window_start)
+		SELECT ?1, 1, ?3 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)
+		ON CONFLICT (user_id) DO UPDATE SET
+		  failure_count = CASE WHEN window_start > ?2 THEN failure_count + 1 ELSE 1 END,
+		  window_start = CASE WHEN window_start > ?2 THEN window_start ELSE ?3 END
+		WHERE NOT (window_start > ?2 AND failure_count >= ?4)`,
 		f.UserID, micros(f.FailureWindowStart), micros(f.Now), f.FailureLimit)
 	if err != nil {
 		return false, err
@@ -341,8 +338,22 @@ func countFailedTry(tx *wtx, f verity.FailedTry) (bool, error) {
 	return true, nil
 }
 
-// DeletePINsBefore removes PINs created before t.
+// DeletePINsBefore removes PINs created before t, and the failure budgets
+// whose window began before it: no window is that long (see the Store
+// method), and a lapsed one counts for what no row counts for, nothing. So
+// user_failures holds only users who have failed lately.
 func (db *DB) DeletePINsBefore(ctx context.Context, t time.Time) (int64, error) {
-	n, err := db.execCount(ctx, `DELETE FROM pins WHERE created_at < ?`, micros(t))
+	var n int64
+	err := db.q.write(ctx, func(tx *wtx) error {
+		res, err := tx.Exec(`DELETE FROM pins WHERE created_at < ?`, micros(t))
+		if err != nil {
+			return err
+		}
+		if n, err = res.RowsAffected(); err != nil {
+			return err
+		}
+		_, err = tx.Exec(`DELETE FROM user_failures WHERE window_start < ?`, micros(t))
+		return err
+	})
 	return n, translate("sqlite.DeletePINsBefore", err)
 }

@@ -221,7 +221,7 @@ func TestPINCacheSeesAnotherConnection(t *testing.T) {
 	if _, err := other.Exec(`UPDATE pins SET consumed_at = ? WHERE id = ?`, micros(now), pinID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Exec(`UPDATE users SET failure_count = 3 WHERE id = ?`, u.ID); err != nil {
+	if _, err := other.Exec(`INSERT INTO user_failures (user_id, failure_count, window_start) VALUES (?, 3, ?)`, u.ID, micros(now)); err != nil {
 		t.Fatal(err)
 	}
 

@@ -6,7 +6,15 @@ import (
 	"github.com/verityhq/verity"
 )
 
-const userColumns = `id, service_id, id_in_service, phone, phone_type, created_at, failure_count, failure_window_start, last_method`
+// userColumns are a user's columns in usersWithFailures: the failure
+// budget is kept apart (see migration 00003), and a user without a row there
+// has counted no failure lately.
+const userColumns = `u.id, u.service_id, u.id_in_service, u.phone, u.phone_type, u.created_at, ` +
+	`coalesce(f.failure_count, 0), coalesce(f.window_start, 0), u.last_method`
+
+// usersWithFailures is the FROM clause userColumns read: "users u" with the
+// failure budget joined on.
+const usersWithFailures = `users u LEFT JOIN user_failures f ON f.user_id = u.id`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -47,7 +55,7 @@ func (db *DB) CreateUsers(ctx context.Context, users []*verity.User) error {
 // User returns the user id of service serviceID.
 func (db *DB) User(ctx context.Context, serviceID, id string) (*verity.User, error) {
 	u, err := scanUser(db.queryRow(ctx,
-		`SELECT `+userColumns+` FROM users WHERE id = ? AND service_id = ?`, id, serviceID))
+		`SELECT `+userColumns+` FROM `+usersWithFailures+` WHERE u.id = ? AND u.service_id = ?`, id, serviceID))
 	if err != nil {
 		return nil, translate("sqlite.User", err)
 	}
@@ -67,7 +75,7 @@ func (db *DB) ListUsers(ctx context.Context, serviceID string, limit int) ([]*ve
 		return nil, 0, translate("sqlite.ListUsers", err)
 	}
 	rows, err := tx.QueryContext(ctx,
-		`SELECT `+userColumns+` FROM users WHERE service_id = ? ORDER BY seq LIMIT ?`, serviceID, limit)
+		`SELECT `+userColumns+` FROM `+usersWithFailures+` WHERE u.service_id = ? ORDER BY u.seq LIMIT ?`, serviceID, limit)
 	if err != nil {
 		return nil, 0, translate("sqlite.ListUsers", err)
 	}

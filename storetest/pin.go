@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
 	"github.com/verityhq/verity"
 )
 
@@ -307,6 +308,15 @@ func testPINs(t *testing.T, open Open) {
 		got := readPIN(t, f)
 		if got.ConsumedAt == nil || !got.ConsumedAt.Equal(t0.Add(time.Second)) {
 			t.Fatalf("ConsumedAt = %v, want %v", got.ConsumedAt, t0.Add(time.Second))
+		}
+	})
+
+	t.Run("a failure of a user who does not exist is not counted", func(t *testing.T) {
+		f := newFixture(t, open)
+		try := verity.FailedTry{UserID: uuid.NewString(), Now: t0,
+			FailureWindowStart: t0.Add(-time.Hour), FailureLimit: verity.DefaultSettings().FailureLimit}
+		if ok, err := f.store.CountFailedTry(ctx, try); err != nil || ok {
+			t.Fatalf("CountFailedTry for no user = %v, %v; want false, nil", ok, err)
 		}
 	})
 

@@ -1,0 +1,144 @@
+package sqlite
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/verityhq/verity"
+)
+
+// failureRows counts the rows of user_failures.
+func failureRows(t *testing.T, db *DB) int {
+	t.Helper()
+	var n int
+	if err := db.writer.QueryRow(`SELECT count(*) FROM user_failures`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestMigrationMovesFailureBudgets upgrades a database of schema 2, whose
+// users carry their failure budget in their rows, and downgrades it again:
+// both ways, every budget survives and a user without one gets none.
+func TestMigrationMovesFailureBudgets(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	db, err := Open(filepath.Join(t.TempDir(), "v.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	p, err := db.migrator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	acct, svc := uuid.NewString(), uuid.NewString()
+	failed, spotless := uuid.NewString(), uuid.NewString()
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO accounts (id, username, secret_hash, created_at) VALUES (?, 'acme', x'01', 1)`, []any{acct}},
+		{`INSERT INTO services (id, account_id, name, fqdn, settings, created_at) VALUES (?, ?, 'Acme', 'x', '{}', 1)`, []any{svc, acct}},
+		{`INSERT INTO users (id, service_id, id_in_service, phone, phone_type, created_at, failure_count, failure_window_start, last_method)
+			VALUES (?, ?, 'alice', '+3725555555', 'MOBILE', 1, 3, ?, 'totp')`, []any{failed, svc, micros(now)}},
+		{`INSERT INTO users (id, service_id, id_in_service, phone, phone_type, created_at)
+			VALUES (?, ?, 'bob', '+3725555556', 'MOBILE', 1)`, []any{spotless, svc}},
+	} {
+		if _, err := db.writer.Exec(q.sql, q.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	budget := func(id string) (int, time.Time) {
+		t.Helper()
+		u, err := db.User(ctx, svc, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.FailureCount, u.FailureWindowStart
+	}
+	if n, since := budget(failed); n != 3 || !since.Equal(now) {
+		t.Fatalf("after the upgrade alice has %d failures since %v; want 3 since %v", n, since, now)
+	}
+	if n, since := budget(spotless); n != 0 || !since.IsZero() {
+		t.Fatalf("after the upgrade bob has %d failures since %v; want none", n, since)
+	}
+	if n := failureRows(t, db); n != 1 {
+		t.Fatalf("user_failures holds %d rows, want alice's alone", n)
+	}
+
+	if _, err := p.DownTo(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string][2]int64{failed: {3, micros(now)}, spotless: {0, 0}} {
+		var got [2]int64
+		if err := db.writer.QueryRow(`SELECT failure_count, failure_window_start FROM users WHERE id = ?`, id).
+			Scan(&got[0], &got[1]); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Fatalf("after the downgrade user %s has (failures, since) %v, want %v", id, got, want)
+		}
+	}
+}
+
+// TestFailureBudgetsLeaveWithTheirUsers pins that user_failures holds only
+// what counts: the janitor drops budgets whose window began before its
+// cutoff, and deleting a user deletes its budget.
+func TestFailureBudgetsLeaveWithTheirUsers(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	db, svc, u := openWithUser(t, now)
+	other := &verity.User{ID: uuid.NewString(), ServiceID: svc.ID, IDInService: "bob", Phone: "+3725555556",
+		PhoneType: "MOBILE", CreatedAt: now}
+	if err := db.CreateUser(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	fail := func(userID string, at time.Time) {
+		t.Helper()
+		ok, err := db.CountFailedTry(ctx, verity.FailedTry{UserID: userID, Now: at,
+			FailureWindowStart: at.Add(-time.Hour), FailureLimit: 10})
+		if err != nil || !ok {
+			t.Fatalf("CountFailedTry = %v, %v", ok, err)
+		}
+	}
+	fail(u.ID, now)
+	fail(other.ID, now.Add(time.Minute))
+	if n := failureRows(t, db); n != 2 {
+		t.Fatalf("user_failures holds %d rows, want 2", n)
+	}
+
+	// The janitor's cutoff falls between the two windows' starts.
+	if _, err := db.DeletePINsBefore(ctx, now.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n := failureRows(t, db); n != 1 {
+		t.Fatalf("after the janitor user_failures holds %d rows, want bob's alone", n)
+	}
+	got, err := db.User(ctx, svc.ID, u.ID)
+	if err != nil || got.FailureCount != 0 || !got.FailureWindowStart.IsZero() {
+		t.Fatalf("alice after the janitor = %+v, %v; want no failures", got, err)
+	}
+	// Her next failure opens a window, as a lapsed one would have.
+	fail(u.ID, now.Add(2*time.Hour))
+	got, err = db.User(ctx, svc.ID, u.ID)
+	if err != nil || got.FailureCount != 1 || !got.FailureWindowStart.Equal(now.Add(2*time.Hour)) {
+		t.Fatalf("alice after a new failure = %+v, %v; want 1 since %v", got, err, now.Add(2*time.Hour))
+	}
+
+	if err := db.DeleteUser(ctx, svc.ID, other.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n := failureRows(t, db); n != 1 {
+		t.Fatalf("after deleting bob user_failures holds %d rows, want alice's alone", n)
+	}
+}
