@@ -12,14 +12,19 @@ import (
 // startPINQuery reads what a start decides on in one statement: the user,
 // its sends inside the window (count and oldest), how many older ones are
 // left to prune, and its newest PIN (when it was sent and whether it was
-// verified). The aggregate row always exists; the newest PIN may not.
+// verified). The aggregate row always exists; the newest PIN may not. The
+// failure budget is joined after the aggregate: joined before it, SQLite
+// materialises the aggregate into a temporary table on every start
+// (measured at a million users: 17 % fewer starts) instead of running it
+// as a co-routine.
 var startPINQuery = `
 		SELECT ` + userColumns + `, w.n, w.oldest, w.older, l.created_at, l.consumed_at IS NOT NULL
-		FROM ` + usersWithFailures + `
+		FROM users u
 		JOIN (SELECT count(*) FILTER (WHERE created_at > ?3) AS n,
 		             coalesce(min(created_at) FILTER (WHERE created_at > ?3), 0) AS oldest,
 		             count(*) FILTER (WHERE created_at <= ?3) AS older
 		      FROM pins WHERE user_id = ?1) w
+		` + failuresJoin + `
 		LEFT JOIN pins l ON l.seq = (SELECT max(seq) FROM pins WHERE user_id = ?1)
 		WHERE u.id = ?1 AND u.service_id = ?2`
 

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,4 +82,35 @@ func TestStatementsPerWrite(t *testing.T) {
 	count("another write", 1, func() error { return db.AbortPIN(ctx, uuid.NewString()) })
 	count("a check after another write", 1, checked(verity.LeaveAsIs, false))
 	count("the check after that one", 0, checked(verity.LeaveAsIs, false))
+}
+
+// TestHotReadsMaterialiseNothing pins the plans of the start's and the
+// check's reads: no temporary table per call. Joined in the wrong place,
+// the failure budget once turned the start's per-user aggregate from a
+// co-routine into a table SQLite built and dropped on every start.
+func TestHotReadsMaterialiseNothing(t *testing.T) {
+	db, _, _ := openWithUser(t, time.Now())
+	for name, q := range map[string]string{"startPINQuery": startPINQuery, "userWithPINQuery": userWithPINQuery} {
+		rows, err := db.writer.Query("EXPLAIN QUERY PLAN "+q, "user", "service", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		if err := rows.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, step := range plan {
+			if strings.Contains(step, "MATERIALIZE") || strings.Contains(step, "TEMP B-TREE") || strings.HasPrefix(step, "SCAN u") {
+				t.Errorf("%s's plan %q: %q builds a temporary table or scans the users", name, plan, step)
+			}
+		}
+	}
 }

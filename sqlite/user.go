@@ -12,9 +12,12 @@ import (
 const userColumns = `u.id, u.service_id, u.id_in_service, u.phone, u.phone_type, u.created_at, ` +
 	`coalesce(f.failure_count, 0), coalesce(f.window_start, 0), u.last_method`
 
-// usersWithFailures is the FROM clause userColumns read: "users u" with the
-// failure budget joined on.
-const usersWithFailures = `users u LEFT JOIN user_failures f ON f.user_id = u.id`
+// failuresJoin joins the failure budget userColumns read onto "users u".
+const failuresJoin = `LEFT JOIN user_failures f ON f.user_id = u.id`
+
+// usersWithFailures is the FROM clause userColumns read when nothing else
+// is joined.
+const usersWithFailures = `users u ` + failuresJoin
 
 type scanner interface{ Scan(dest ...any) error }
 
