@@ -10,9 +10,7 @@ import (
 )
 
 func (s *Server) startAuth(w http.ResponseWriter, r *http.Request, acct *verity.Account) {
-	var req struct {
-		Method string `json:"method"`
-	}
+	var req startRequest
 	if err := decodeJSON(r, &req); err != nil {
 		Error(w, r, err)
 		return
@@ -22,14 +20,44 @@ func (s *Server) startAuth(w http.ResponseWriter, r *http.Request, acct *verity.
 		Error(w, r, err)
 		return
 	}
+	writeJSONBytes(w, http.StatusOK, startBody(started.Method, started.AuthID))
+}
+
+// startBody encodes a start's answer, {"method":…,"auth_id":…} with a null
+// auth_id when nothing was sent, exactly as encoding/json does: by hand
+// when both are plain (they always are: a method name and a UUID), else by
+// encoding/json.
+func startBody(method, authID string) []byte {
+	if isPlainJSON(method) && isPlainJSON(authID) {
+		b := make([]byte, 0, 32+len(method)+len(authID))
+		b = append(append(append(b, `{"method":"`...), method...), `","auth_id":`...)
+		if authID == "" {
+			b = append(b, "null"...)
+		} else {
+			b = append(append(append(b, '"'), authID...), '"')
+		}
+		return append(b, "}\n"...)
+	}
 	out := struct {
 		Method string  `json:"method"`
-		AuthID *string `json:"auth_id"` // null when nothing was sent
-	}{Method: started.Method}
-	if started.AuthID != "" {
-		out.AuthID = &started.AuthID
+		AuthID *string `json:"auth_id"`
+	}{Method: method}
+	if authID != "" {
+		out.AuthID = &authID
 	}
-	writeJSON(w, http.StatusOK, out)
+	b, _ := json.Marshal(out) // strings only: cannot fail
+	return append(b, '\n')    // as json.Encoder writes it
+}
+
+// isPlainJSON reports whether s is written in JSON as it is: printable
+// ASCII that encoding/json neither escapes nor, by default, HTML-escapes.
+func isPlainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
 }
 
 type checkStatusJSON struct {
@@ -40,11 +68,7 @@ type checkStatusJSON struct {
 }
 
 func (s *Server) checkAuth(w http.ResponseWriter, r *http.Request, acct *verity.Account) {
-	var req struct {
-		Token  string  `json:"token"`
-		Method string  `json:"method"`
-		AuthID *string `json:"auth_id"` // the Java client may send null
-	}
+	var req checkRequest
 	if err := decodeJSON(r, &req); err != nil {
 		Error(w, r, err)
 		return

@@ -61,6 +61,9 @@ func decode(r *http.Request, v any, strict bool) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return verity.Errorf(verity.EINVALID, "request body must be a JSON object")
 	}
+	if fast, ok := v.(fastDecoder); ok && !strict && fast.decodeFast(body) {
+		return nil
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if strict {
 		dec.DisallowUnknownFields()
