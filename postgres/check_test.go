@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"bytes"
 	"context"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -230,5 +232,77 @@ func waitForLockWaits(t *testing.T, url string, n int) {
 			t.Fatalf("%d sessions wait for a lock after 10 s, want %d", got, n)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// sqlRecorder records the text of every statement a pool sends, batched or not.
+type sqlRecorder struct {
+	mu   sync.Mutex
+	sqls []string
+}
+
+func (r *sqlRecorder) record(sql string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sqls = append(r.sqls, sql)
+}
+
+// take returns the statements recorded since the last call.
+func (r *sqlRecorder) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sqls := r.sqls
+	r.sqls = nil
+	return sqls
+}
+
+func (r *sqlRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	r.record(d.SQL)
+	return ctx
+}
+func (r *sqlRecorder) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *sqlRecorder) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+func (r *sqlRecorder) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	r.record(d.SQL)
+}
+func (r *sqlRecorder) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+// TestStartPrunesOnlyWhatItFinds: a start sends its DELETE of old history
+// only when its read found history before the send window, and then the
+// old rows go.
+func TestStartPrunesOnlyWhatItFinds(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, postgres.Options{})
+	var rec sqlRecorder
+	db, err := postgres.OpenTraced(ctx, f.url, postgres.Options{}, &rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	deletes := func(what string, p verity.PINStart, want int) {
+		t.Helper()
+		rec.take()
+		if st, err := db.StartPIN(ctx, p); err != nil || !st.Started {
+			t.Fatalf("%s: StartPIN = %+v, %v", what, st, err)
+		}
+		n := 0
+		for _, sql := range rec.take() {
+			if strings.Contains(sql, "DELETE FROM pins") {
+				n++
+			}
+		}
+		if n != want {
+			t.Fatalf("%s sent %d DELETEs of old history, want %d", what, n, want)
+		}
+	}
+	// start's send window is the minute before the start.
+	deletes("a user's first start", start(f.user, "p1", t0), 0)
+	deletes("a start with the first inside its window", start(f.user, "p2", t0.Add(30*time.Second)), 0)
+	deletes("a start after both left the window", start(f.user, "p3", t0.Add(2*time.Minute)), 1)
+	// What is left: deleting everything says how much that was.
+	if rows, err := db.DeletePINsBefore(ctx, t0.Add(time.Hour)); err != nil || rows != 1 {
+		t.Fatalf("the user has %d PIN rows after the pruning start (%v), want its own alone", rows, err)
 	}
 }

@@ -33,6 +33,7 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarte
 		out = verity.PINStarted{}
 		seen := &out.Seen
 		var oldest, last *time.Time
+		var older int64
 		b := begin()
 		// FOR NO KEY UPDATE conflicts with itself and with the UPDATEs that
 		// count failures, which is all the serialization needed, while
@@ -44,15 +45,20 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarte
 			out.User, err = scanUser(row)
 			return err
 		})
+		// The whole history of the user, in the window and before it: each
+		// start prunes what lies before, so it stays a few rows, and the
+		// count of those tells whether this start has any to prune.
 		b.Queue(`
-			SELECT w.n, w.oldest, l.created_at, l.consumed_at IS NOT NULL
-			FROM (SELECT count(*) AS n, min(created_at) AS oldest
-			      FROM pins WHERE user_id = $1 AND created_at > $2) w
+			SELECT w.n, w.oldest, w.older, l.created_at, l.consumed_at IS NOT NULL
+			FROM (SELECT count(*) FILTER (WHERE created_at > $2) AS n,
+			             min(created_at) FILTER (WHERE created_at > $2) AS oldest,
+			             count(*) FILTER (WHERE created_at <= $2) AS older
+			      FROM pins WHERE user_id = $1) w
 			LEFT JOIN LATERAL (SELECT created_at, consumed_at FROM pins
 			                   WHERE user_id = $1 ORDER BY seq DESC LIMIT 1) l ON true`,
 			p.PIN.UserID, ts(p.SendWindowStart),
 		).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&seen.SendsInWindow, &oldest, &last, &seen.LastVerified)
+			return row.Scan(&seen.SendsInWindow, &oldest, &older, &last, &seen.LastVerified)
 		})
 		if err := conn.SendBatch(ctx, b).Close(); err != nil {
 			return err
@@ -68,9 +74,13 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarte
 		b.Queue(`INSERT INTO pins (id, user_id, hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)`,
 			p.PIN.ID, p.PIN.UserID, p.PIN.Hash, ts(p.PIN.CreatedAt), ts(p.PIN.ExpiresAt))
 		// History older than the send window no longer counts: keep each
-		// user's rows bounded.
-		b.Queue(`DELETE FROM pins WHERE user_id = $1 AND created_at <= $2 AND id <> $3`,
-			p.PIN.UserID, ts(p.SendWindowStart), p.PIN.ID)
+		// user's rows bounded. Skipped when the read found none: only a
+		// start adds history, and the user's lock keeps others out until
+		// this one commits.
+		if older > 0 {
+			b.Queue(`DELETE FROM pins WHERE user_id = $1 AND created_at <= $2 AND id <> $3`,
+				p.PIN.UserID, ts(p.SendWindowStart), p.PIN.ID)
+		}
 		// Only an authenticator start has to be undone: "" and "sms" both
 		// mean "not the app" (see verity.User.LastMethod), so a user's
 		// first starts leave the row alone, and send no statement for it.
