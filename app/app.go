@@ -64,7 +64,9 @@ const cacheTTL = 5 * time.Second
 func (a *App) Ready(ctx context.Context) error { return a.store.Ping(ctx) }
 
 // pinHistoryKeep is how long PIN rows are kept: longer than the longest send
-// window a service may configure, so no limit ever loses history it counts.
+// window a service may configure, so no limit ever loses history it counts,
+// and than the longest failure window, whose budgets a store may drop with
+// the history (SQLite does). TestPINHistoryOutlastsEveryWindow holds both.
 const pinHistoryKeep = 25 * time.Hour
 
 // RunJanitor deletes PIN history no limit needs any more, every interval,

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -140,5 +141,46 @@ func TestFailureBudgetsLeaveWithTheirUsers(t *testing.T) {
 	}
 	if n := failureRows(t, db); n != 1 {
 		t.Fatalf("after deleting bob user_failures holds %d rows, want alice's alone", n)
+	}
+}
+
+// TestJanitorPrunesFailuresInChunks: pruning walks user_failures a few
+// rows per write and still drops every lapsed budget, and only those, on
+// both sides of each chunk's edge.
+func TestJanitorPrunesFailuresInChunks(t *testing.T) {
+	defer func(n int) { pruneChunk = n }(pruneChunk)
+	pruneChunk = 2
+	ctx := context.Background()
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	db, svc, _ := openWithUser(t, now)
+	cutoff := now.Add(time.Hour)
+	want := map[string]bool{} // user id → budget kept
+	for i := range 7 {
+		u := &verity.User{ID: uuid.NewString(), ServiceID: svc.ID, IDInService: fmt.Sprint("u", i), Phone: "+3725555556",
+			PhoneType: "MOBILE", CreatedAt: now}
+		if err := db.CreateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		at := now // lapsed at the cutoff
+		if i%3 == 1 {
+			at = cutoff.Add(time.Minute) // still open
+		}
+		if ok, err := db.CountFailedTry(ctx, verity.FailedTry{UserID: u.ID, Now: at,
+			FailureWindowStart: at.Add(-time.Hour), FailureLimit: 10}); err != nil || !ok {
+			t.Fatalf("CountFailedTry = %v, %v", ok, err)
+		}
+		want[u.ID] = i%3 == 1
+	}
+	if _, err := db.DeletePINsBefore(ctx, cutoff); err != nil {
+		t.Fatal(err)
+	}
+	for id, kept := range want {
+		var n int
+		if err := db.writer.QueryRow(`SELECT count(*) FROM user_failures WHERE user_id = ?`, id).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if (n == 1) != kept {
+			t.Errorf("user %s: budget kept = %v, want %v", id, n == 1, kept)
+		}
 	}
 }

@@ -348,17 +348,44 @@ func countFailedTry(tx *wtx, f verity.FailedTry) (bool, error) {
 // method), and a lapsed one counts for what no row counts for, nothing. So
 // user_failures holds only users who have failed lately.
 func (db *DB) DeletePINsBefore(ctx context.Context, t time.Time) (int64, error) {
-	var n int64
-	err := db.q.write(ctx, func(tx *wtx) error {
-		res, err := tx.Exec(`DELETE FROM pins WHERE created_at < ?`, micros(t))
-		if err != nil {
-			return err
-		}
-		if n, err = res.RowsAffected(); err != nil {
-			return err
-		}
-		_, err = tx.Exec(`DELETE FROM user_failures WHERE window_start < ?`, micros(t))
-		return err
-	})
+	n, err := db.execCount(ctx, `DELETE FROM pins WHERE created_at < ?`, micros(t))
+	if err == nil {
+		err = db.pruneFailures(ctx, t)
+	}
 	return n, translate("sqlite.DeletePINsBefore", err)
+}
+
+// pruneChunk is how many budgets one write of pruneFailures looks at.
+var pruneChunk = 1000
+
+// pruneFailures deletes the budgets whose window began before t, one chunk
+// of the table at a time in key order. user_failures has no index on
+// window_start (every wrong code would rewrite it), so finding them means
+// reading the table, after an attack on many users a million rows, some
+// 100-200 ms: in chunks, the single writer serves other writes in between.
+func (db *DB) pruneFailures(ctx context.Context, t time.Time) error {
+	after := ""
+	for {
+		var (
+			last sql.NullString
+			seen int
+		)
+		err := db.q.write(ctx, func(tx *wtx) error {
+			if err := tx.QueryRow(`SELECT max(user_id), count(*) FROM
+				(SELECT user_id FROM user_failures WHERE user_id > ? ORDER BY user_id LIMIT ?)`,
+				after, pruneChunk).Scan(&last, &seen); err != nil {
+				return err
+			}
+			if seen == 0 {
+				return nil
+			}
+			_, err := tx.Exec(`DELETE FROM user_failures WHERE user_id > ? AND user_id <= ? AND window_start < ?`,
+				after, last.String, micros(t))
+			return err
+		})
+		if err != nil || seen < pruneChunk {
+			return err
+		}
+		after = last.String
+	}
 }
