@@ -75,8 +75,8 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarte
 			p.PIN.ID, p.PIN.UserID, p.PIN.Hash, ts(p.PIN.CreatedAt), ts(p.PIN.ExpiresAt))
 		// History older than the send window no longer counts: keep each
 		// user's rows bounded. Skipped when the read found none: only a
-		// start adds history, and the user's lock keeps others out until
-		// this one commits.
+		// start adds history, under the user's lock this one holds, and
+		// history before the window counts for nothing anyway.
 		if older > 0 {
 			b.Queue(`DELETE FROM pins WHERE user_id = $1 AND created_at <= $2 AND id <> $3`,
 				p.PIN.UserID, ts(p.SendWindowStart), p.PIN.ID)
