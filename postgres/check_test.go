@@ -24,6 +24,18 @@ func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ p
 
 func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
+// openTraced opens a second store on f's database whose statements tracer
+// sees, closed when the test ends.
+func openTraced(t *testing.T, f *fixture, tracer pgx.QueryTracer) *postgres.DB {
+	t.Helper()
+	db, err := postgres.OpenTraced(context.Background(), f.url, postgres.Options{}, tracer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
 // codeHash is a PIN hash under the current scheme's tag with every MAC byte b.
 func codeHash(b byte) []byte {
 	h := bytes.Repeat([]byte{b}, verity.CodeHashSize)
@@ -59,11 +71,7 @@ func TestCheckByHashIsOneStatement(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, postgres.Options{})
 	var counter statementCounter
-	db, err := postgres.OpenTraced(ctx, f.url, postgres.Options{}, &counter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTraced(t, f, &counter)
 
 	check := func(what string, c verity.PINCheck, verdict verity.PINVerdict, statements int64) {
 		t.Helper()
@@ -276,11 +284,7 @@ func TestStartPrunesOnlyWhatItFinds(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, postgres.Options{})
 	var rec sqlRecorder
-	db, err := postgres.OpenTraced(ctx, f.url, postgres.Options{}, &rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTraced(t, f, &rec)
 	deletes := func(what string, p verity.PINStart, want int) {
 		t.Helper()
 		rec.take()
