@@ -117,14 +117,18 @@ func OpenWith(path string, opts Options) (*DB, error) {
 	// The path goes into a file: URI, where ?, # and % mean something.
 	uri := "file:" + strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(path)
 	// The writer keeps a larger page cache than SQLite's 2 MiB, for the
-	// users and PINs the writes touch, but not much larger: after any
-	// B-tree split that swaps two new pages, SQLite's commit scans every
-	// slot of the cache's hash table (pcache1TruncateUnsafe), and the table
-	// grows with the cache. Measured with the benchmark at a million users,
-	// alternating with 48 MiB: 16 MiB did 10-13 % more checks and 8-11 %
-	// more starts, with peak RSS 105-110 MB against 166-171; at a thousand
-	// users, where the hot pages fit either way, the same within noise.
-	writerPragmas := url.Values{"_pragma": append(slices.Clone(pragmas["_pragma"]), "cache_size(-16384)")}
+	// users and PINs the writes touch, but not much larger: a B-tree split
+	// whose new pages come out of order swaps two of them through the
+	// pending-byte page's number (262,145), far past the end of the file,
+	// and the commit then scans every slot of the cache's hash table
+	// (pcache1TruncateUnsafe), which grows with the cache. Counted at a
+	// million users' starts: nearly every commit, some 200 µs each with
+	// 16 MiB. Measured with the benchmark at a million users, alternating:
+	// 16 MiB against 48 did 10-13 % more checks and 8-11 % more starts;
+	// 8 MiB against 16 (two or three runs each) 8-10 % more starts, totp
+	// checks and checks, peak RSS 77-96 MB against 94-110. At a thousand users
+	// the same within noise.
+	writerPragmas := url.Values{"_pragma": append(slices.Clone(pragmas["_pragma"]), "cache_size(-8192)")}
 	writer, err := sql.Open("sqlite", uri+"?"+writerPragmas.Encode()+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite writer: %w", err)
