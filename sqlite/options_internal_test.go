@@ -50,8 +50,8 @@ func TestWriterCacheSize(t *testing.T) {
 	if err := db.reader.QueryRow("PRAGMA cache_size").Scan(&reader); err != nil {
 		t.Fatal(err)
 	}
-	if writer != -8192 || reader != -2000 {
-		t.Fatalf("PRAGMA cache_size: writer %d, reader %d; want -8192 (8 MiB) and SQLite's default -2000", writer, reader)
+	if writer != -16384 || reader != -2000 {
+		t.Fatalf("PRAGMA cache_size: writer %d, reader %d; want -16384 (16 MiB) and SQLite's default -2000", writer, reader)
 	}
 }
 

@@ -122,13 +122,13 @@ func OpenWith(path string, opts Options) (*DB, error) {
 	// pending-byte page's number (262,145), far past the end of the file,
 	// and the commit then scans every slot of the cache's hash table
 	// (pcache1TruncateUnsafe), which grows with the cache. Counted at a
-	// million users' starts: nearly every commit, some 200 µs each with
-	// 16 MiB. Measured with the benchmark at a million users, alternating:
-	// 16 MiB against 48 did 10-13 % more checks and 8-11 % more starts;
-	// 8 MiB against 16 (two or three runs each) 8-10 % more starts, totp
-	// checks and checks, peak RSS 77-96 MB against 94-110. At a thousand users
-	// the same within noise.
-	writerPragmas := url.Values{"_pragma": append(slices.Clone(pragmas["_pragma"]), "cache_size(-8192)")}
+	// million users' starts: nearly every commit, some 200 µs each. Measured
+	// with the benchmark at a million users, alternating with 48 MiB: 16 MiB
+	// did 10-13 % more checks and 8-11 % more starts, with peak RSS 105-110
+	// MB against 166-171. 8 MiB did 8-10 % more starts, checks and totp
+	// checks than 16 in single-scenario alternations, but a full run's totp
+	// row fell to 15,130/s against 19,896 for 16 MiB: not adopted.
+	writerPragmas := url.Values{"_pragma": append(slices.Clone(pragmas["_pragma"]), "cache_size(-16384)")}
 	writer, err := sql.Open("sqlite", uri+"?"+writerPragmas.Encode()+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite writer: %w", err)
