@@ -5,7 +5,6 @@ import (
 	"context"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,16 +12,6 @@ import (
 	"github.com/verityhq/verity"
 	"github.com/verityhq/verity/postgres"
 )
-
-// statementCounter counts the statements a pool sends.
-type statementCounter struct{ n atomic.Int64 }
-
-func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	c.n.Add(1)
-	return ctx
-}
-
-func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 // openTraced opens a second store on f's database whose statements tracer
 // sees, closed when the test ends.
@@ -70,17 +59,17 @@ func byHash(typed []byte) func(*verity.User, *verity.PIN) verity.PINVerdict {
 func TestCheckByHashIsOneStatement(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, postgres.Options{})
-	var counter statementCounter
-	db := openTraced(t, f, &counter)
+	var rec sqlRecorder
+	db := openTraced(t, f, &rec)
 
 	check := func(what string, c verity.PINCheck, verdict verity.PINVerdict, statements int64) {
 		t.Helper()
-		counter.n.Store(0)
+		rec.take()
 		out, err := db.CheckPIN(ctx, c)
 		if err != nil || out.Verdict != verdict || !out.Applied {
 			t.Fatalf("%s: CheckPIN = %+v, %v; want verdict %d applied", what, out, err, verdict)
 		}
-		if got := counter.n.Load(); got != statements {
+		if got := int64(len(rec.take())); got != statements {
 			t.Fatalf("%s: %d statements, want %d", what, got, statements)
 		}
 	}
@@ -243,7 +232,8 @@ func waitForLockWaits(t *testing.T, url string, n int) {
 	}
 }
 
-// sqlRecorder records the text of every statement a pool sends, batched or not.
+// sqlRecorder records the text of every statement a pool sends, batched or
+// not: what a store call costs PostgreSQL, and which statements it sends.
 type sqlRecorder struct {
 	mu   sync.Mutex
 	sqls []string
