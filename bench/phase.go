@@ -90,6 +90,7 @@ func measureClosed(ctx context.Context, sc scenario, tg *target, conns int, d ti
 		if err != nil {
 			return res, err
 		}
+		logf("  closed loop, %d connections, %s", conns, remaining.Round(time.Millisecond))
 		m.begin()
 		seg := runClosed(ctx, tg, next, conns, remaining)
 		m.end()
@@ -118,6 +119,7 @@ func measureOpen(ctx context.Context, sc scenario, tg *target, rate float64, d t
 		if err != nil {
 			return res, err
 		}
+		logf("  open loop at %.0f/s, %s", rate, remaining.Round(time.Millisecond))
 		m.begin()
 		seg := runOpen(ctx, tg, next, rate, remaining, openConns)
 		m.end()
