@@ -35,8 +35,9 @@ func TestSyncOption(t *testing.T) {
 	}
 }
 
-// TestWriterCacheSize checks that the writer's page cache is the larger one
-// CheckPIN's reads rely on, and that readers keep SQLite's default.
+// TestWriterCacheSize checks that the writer pool's page cache is the larger
+// one (the write queue's own connection: TestWriterConnectionSettings), and
+// that readers keep SQLite's default.
 func TestWriterCacheSize(t *testing.T) {
 	db, err := Open(filepath.Join(t.TempDir(), "v.db"))
 	if err != nil {

@@ -148,7 +148,7 @@ func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.Us
 	return u, p, translate("sqlite.UserWithPIN", err)
 }
 
-func scanUserWithPIN(row *sql.Row) (*verity.User, *verity.PIN, error) {
+func scanUserWithPIN(row scanner) (*verity.User, *verity.PIN, error) {
 	var (
 		pinID                      sql.NullString
 		hash                       []byte

@@ -128,13 +128,19 @@ func OpenWith(path string, opts Options) (*DB, error) {
 	// MB against 166-171. 8 MiB did 8-10 % more starts, checks and totp
 	// checks than 16 in single-scenario alternations, but a full run's totp
 	// row fell to 15,130/s against 19,896 for 16 MiB: not adopted.
-	writerPragmas := url.Values{"_pragma": append(slices.Clone(pragmas["_pragma"]), "cache_size(-16384)")}
-	writer, err := sql.Open("sqlite", uri+"?"+writerPragmas.Encode()+"&_txlock=immediate")
+	writerPragmas := append(slices.Clone(pragmas["_pragma"]), "cache_size(-16384)")
+	// The write queue's own connection (see rawConn).
+	conn, err := openRawConn(uri, writerPragmas)
 	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	writer, err := sql.Open("sqlite", uri+"?"+url.Values{"_pragma": writerPragmas}.Encode()+"&_txlock=immediate")
+	if err != nil {
+		conn.close()
 		return nil, fmt.Errorf("open sqlite writer: %w", err)
 	}
-	// The write queue holds one connection for good; the second serves
-	// migrations, which SQLite's own lock keeps apart from the queue.
+	// This pool serves migrations, which SQLite's own lock keeps apart
+	// from the queue, and the checkpointer's copy beside the writer.
 	writer.SetMaxOpenConns(2)
 	writer.SetConnMaxIdleTime(0)
 
@@ -142,17 +148,13 @@ func OpenWith(path string, opts Options) (*DB, error) {
 	reader, err := sql.Open("sqlite", uri+"?"+pragmas.Encode())
 	if err != nil {
 		writer.Close()
+		conn.close()
 		return nil, fmt.Errorf("open sqlite reader: %w", err)
 	}
 	reader.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
 	reader.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
 
-	q, err := newWriteQueue(context.Background(), writer)
-	if err != nil {
-		reader.Close()
-		writer.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
+	q := newWriteQueue(conn)
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -211,8 +213,8 @@ func (db *DB) checkpointer(interval time.Duration) {
 // next tick; a run of them is logged once, when it starts, and its end once.
 func (db *DB) checkpoint() {
 	_, err := db.writer.Exec("PRAGMA wal_checkpoint(PASSIVE)")
-	werr := db.q.runBetween(context.Background(), func(ctx context.Context, conn *sql.Conn) error {
-		_, err := conn.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
+	werr := db.q.runBetween(context.Background(), func(conn *rawConn) error {
+		_, err := conn.exec("PRAGMA wal_checkpoint(PASSIVE)")
 		return err
 	})
 	err = errors.Join(err, werr)
@@ -278,9 +280,9 @@ func (db *DB) Close() error {
 		// refused by a closed queue would be logged as a failure.
 		close(db.stopCheckpoints)
 		<-db.checkpointsDone
-		db.q.close()
+		qerr := db.q.close()
 		db.readStmts.close()
-		db.closeErr = errors.Join(db.reader.Close(), db.writer.Close())
+		db.closeErr = errors.Join(qerr, db.reader.Close(), db.writer.Close())
 	})
 	return db.closeErr
 }
@@ -309,7 +311,7 @@ func translate(op string, err error) error {
 	if errors.Is(err, sql.ErrNoRows) {
 		return &verity.Error{Code: verity.ENOTFOUND, Op: op, Err: err}
 	}
-	var se *sqlite.Error
+	var se interface{ Code() int } // modernc's *sqlite.Error, or a rawConn's
 	if errors.As(err, &se) {
 		switch se.Code() {
 		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:

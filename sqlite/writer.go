@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"runtime"
@@ -43,29 +42,22 @@ var errClosed = errors.New("sqlite: database is closed")
 // wtx is what a write function runs its statements on: the writer
 // connection inside the current batch's transaction. Statements are
 // prepared once on that connection and reused, so the hot path never parses.
+// They run to completion whatever the caller's context: a statement
+// interrupted halfway could abort the whole batch's transaction.
 type wtx struct {
-	ctx context.Context
-	q   *writeQueue
+	q *writeQueue
 }
 
 // Exec runs a write statement.
-func (w *wtx) Exec(query string, args ...any) (sql.Result, error) {
+func (w *wtx) Exec(query string, args ...any) (rawResult, error) {
 	w.q.statements.Add(1)
-	s, err := w.q.stmt(w.ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	return s.ExecContext(w.ctx, args...)
+	return w.q.conn.exec(query, args...)
 }
 
 // QueryRow runs a one-row read; an error surfaces through Scan.
-func (w *wtx) QueryRow(query string, args ...any) *sql.Row {
+func (w *wtx) QueryRow(query string, args ...any) *rawRow {
 	w.q.statements.Add(1)
-	s, err := w.q.stmt(w.ctx, query)
-	if err != nil {
-		return w.q.conn.QueryRowContext(w.ctx, query, args...)
-	}
-	return s.QueryRowContext(w.ctx, args...)
+	return w.q.conn.queryRow(query, args...)
 }
 
 type writeOp struct {
@@ -87,14 +79,13 @@ type writeOp struct {
 	// before the next begins: for what must not overlap a write. It must
 	// not submit to the queue itself, which would wait for it forever,
 	// and must not change rows, which the PIN cache would not see.
-	between func(ctx context.Context, conn *sql.Conn) error
+	between func(conn *rawConn) error
 }
 
 // writeQueue runs writes in group commits on one connection.
 type writeQueue struct {
-	conn  *sql.Conn
-	stmts map[string]*sql.Stmt // prepared on conn; used by the loop goroutine only
-	ops   chan *writeOp
+	conn *rawConn // the loop goroutine's only; it closes it when the queue closes
+	ops  chan *writeOp
 	// pins and dataVersion are the loop goroutine's only (write functions
 	// run on it): the PIN cache, and the writer connection's PRAGMA
 	// data_version when the cache was last known to match the database.
@@ -105,34 +96,18 @@ type writeQueue struct {
 	// tests pin each operation's budget with it.
 	statements atomic.Int64
 
-	mu     sync.RWMutex // guards closed against sends racing close
-	closed bool
-	wg     sync.WaitGroup
+	mu       sync.RWMutex // guards closed against sends racing close
+	closed   bool
+	wg       sync.WaitGroup
+	closeErr error // closing conn, once the loop is done
 }
 
-func newWriteQueue(ctx context.Context, db *sql.DB) (*writeQueue, error) {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return nil, err
-	}
-	q := &writeQueue{conn: conn, stmts: make(map[string]*sql.Stmt), ops: make(chan *writeOp, 4*maxBatch),
-		pins: newPINCache(pinCacheLimit)}
+// newWriteQueue starts the queue's goroutine on conn, which it then owns.
+func newWriteQueue(conn *rawConn) *writeQueue {
+	q := &writeQueue{conn: conn, ops: make(chan *writeOp, 4*maxBatch), pins: newPINCache(pinCacheLimit)}
 	q.wg.Add(1)
 	go q.loop()
-	return q, nil
-}
-
-// stmt returns query prepared on the writer connection.
-func (q *writeQueue) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
-	if s, ok := q.stmts[query]; ok {
-		return s, nil
-	}
-	s, err := q.conn.PrepareContext(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	q.stmts[query] = s
-	return s, nil
+	return q
 }
 
 // write runs fn in a transaction shared with other writes and returns once
@@ -161,7 +136,7 @@ func (q *writeQueue) writeStatementKeeping(ctx context.Context, userID string, f
 
 // runBetween runs fn on the writer connection between two batches, with no
 // transaction open and no write running, and returns its error.
-func (q *writeQueue) runBetween(ctx context.Context, fn func(ctx context.Context, conn *sql.Conn) error) error {
+func (q *writeQueue) runBetween(ctx context.Context, fn func(conn *rawConn) error) error {
 	return q.submit(&writeOp{ctx: ctx, between: fn, done: make(chan error, 1)})
 }
 
@@ -184,7 +159,9 @@ func (q *writeQueue) submit(op *writeOp) error {
 	return <-op.done
 }
 
-func (q *writeQueue) close() {
+// close stops the queue once the writes queued have run, and closes its
+// connection.
+func (q *writeQueue) close() error {
 	q.mu.Lock()
 	if !q.closed {
 		q.closed = true
@@ -192,16 +169,12 @@ func (q *writeQueue) close() {
 	}
 	q.mu.Unlock()
 	q.wg.Wait()
+	return q.closeErr
 }
 
 func (q *writeQueue) loop() {
 	defer q.wg.Done()
-	defer func() {
-		for _, s := range q.stmts {
-			s.Close()
-		}
-		q.conn.Close()
-	}()
+	defer func() { q.closeErr = q.conn.close() }()
 	batch := make([]*writeOp, 0, maxBatch)
 	for op := range q.ops {
 		if op.between != nil {
@@ -249,23 +222,22 @@ func (q *writeQueue) runBetweenOp(op *writeOp) {
 		op.done <- err
 		return
 	}
-	op.done <- op.between(context.WithoutCancel(op.ctx), q.conn)
+	op.done <- op.between(q.conn)
 }
 
 // commit runs one batch in one transaction.
 func (q *writeQueue) commit(batch []*writeOp) {
-	ctx := context.Background() // a caller's cancellation must not abort the others' commit
 	fail := func(err error) {
 		for _, op := range batch {
 			op.done <- err
 		}
 	}
-	if _, err := q.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+	if _, err := q.conn.exec("BEGIN IMMEDIATE"); err != nil {
 		fail(fmt.Errorf("begin: %w", err))
 		return
 	}
-	if err := q.checkDataVersion(ctx); err != nil {
-		q.conn.ExecContext(ctx, "ROLLBACK")
+	if err := q.checkDataVersion(); err != nil {
+		q.conn.exec("ROLLBACK")
 		q.pins.clear() // whether the database changed is unknown
 		fail(fmt.Errorf("data_version: %w", err))
 		return
@@ -284,9 +256,9 @@ func (q *writeQueue) commit(batch []*writeOp) {
 			q.pins.drop(op.keeps)
 		}
 	}
-	if _, err := q.conn.ExecContext(ctx, "COMMIT"); err != nil {
-		q.conn.ExecContext(ctx, "ROLLBACK") // a failed COMMIT may leave the transaction open
-		q.pins.clear()                      // it held the undone changes
+	if _, err := q.conn.exec("COMMIT"); err != nil {
+		q.conn.exec("ROLLBACK") // a failed COMMIT may leave the transaction open
+		q.pins.clear()          // it held the undone changes
 		fail(fmt.Errorf("commit: %w", err))
 		return
 	}
@@ -299,13 +271,9 @@ func (q *writeQueue) commit(batch []*writeOp) {
 // since the writer last looked. It runs first in each batch's transaction,
 // whose IMMEDIATE lock keeps any other commit out until this one ends, so
 // what the batch caches is current until the next batch looks again.
-func (q *writeQueue) checkDataVersion(ctx context.Context) error {
-	s, err := q.stmt(ctx, "PRAGMA data_version")
-	if err != nil {
-		return err
-	}
+func (q *writeQueue) checkDataVersion() error {
 	var v int64
-	if err := s.QueryRowContext(ctx).Scan(&v); err != nil {
+	if err := q.conn.queryRow("PRAGMA data_version").Scan(&v); err != nil {
 		return err
 	}
 	if v != q.dataVersion {
@@ -318,9 +286,7 @@ func (q *writeQueue) checkDataVersion(ctx context.Context) error {
 // runInSavepoint runs op so that an error (or errRollback) undoes exactly
 // op's changes and nothing else in the batch.
 func (q *writeQueue) runInSavepoint(op *writeOp) error {
-	// The op's own context could end mid-statement and abort the batch's
-	// transaction in SQLite; statements run to completion instead.
-	tx := &wtx{ctx: context.WithoutCancel(op.ctx), q: q}
+	tx := &wtx{q: q}
 	if op.single {
 		// errRollback from a lone statement means it changed nothing.
 		if err := op.fn(tx); !errors.Is(err, errRollback) {
