@@ -26,8 +26,8 @@ import (
 //     writeOp.keeps), whatever it changed;
 //   - a failed commit clears it, since the batch's changes are undone;
 //   - another connection's commit (another process, or migrations on the
-//     writer pool's second connection) is caught by PRAGMA data_version at
-//     the start of the next batch, which clears it.
+//     writer pool, whose connections are not the queue's) is caught by
+//     PRAGMA data_version at the start of the next batch, which clears it.
 //
 // Even a stale entry could not let a PIN verify twice or a try go
 // uncounted: the writes that consume a PIN or count a try are conditional

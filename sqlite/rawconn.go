@@ -261,12 +261,17 @@ func (c *rawConn) bind(s *rawStmt, args []any) error {
 			}
 			a = dv
 		}
+		n := 0
 		switch v := a.(type) {
 		case string:
-			size += len(v)
+			n = len(v)
 		case []byte:
-			size += len(v)
+			n = len(v)
 		}
+		if n > math.MaxInt32 { // SQLite takes an int length
+			return fmt.Errorf("sqlite: argument %d: %d bytes is too long", i+1, n)
+		}
+		size += n
 	}
 	if err := c.growArgs(size); err != nil {
 		return err

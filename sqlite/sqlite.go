@@ -181,8 +181,9 @@ const checkpointInterval = 100 * time.Millisecond
 // checkpoint itself and holds the single writer (measured: ~20 ms every
 // ~0.4 s under load), so every queued write waits. Instead, each tick:
 //
-//  1. a PASSIVE checkpoint on the writer pool's second connection copies the
-//     bulk of the WAL beside the writer, blocking neither it nor the readers;
+//  1. a PASSIVE checkpoint on the writer pool (not the queue's connection)
+//     copies the bulk of the WAL beside the writer, blocking neither it nor
+//     the readers;
 //  2. a second one runs on the writer's own connection between two batches
 //     and copies what was committed meanwhile: 0.1–1 ms of the writer's
 //     time at 1000 users, up to 20–40 ms when a million users' starts
