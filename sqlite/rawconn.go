@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"unsafe"
 
@@ -244,25 +245,19 @@ func (c *rawConn) reset(s *rawStmt) {
 }
 
 // bind binds args to s's parameters, converting them as database/sql's
-// default converter would for the types Verity passes; any other type is
-// an error, never a guess.
+// default converter does (see argValue).
 func (c *rawConn) bind(s *rawStmt, args []any) error {
 	// The text and blob arguments are copied into one C buffer, sized
 	// first so that growing it cannot move what is already bound.
 	size := 0
 	for i, a := range args {
-		if v, ok := a.(driver.Valuer); ok {
-			dv, err := v.Value()
-			if err != nil {
-				return fmt.Errorf("sqlite: argument %d: %w", i+1, err)
-			}
-			if args[i] = dv; dv != nil && !driver.IsValue(dv) {
-				return fmt.Errorf("sqlite: argument %d: Value returned %T", i+1, dv)
-			}
-			a = dv
+		v, err := argValue(a)
+		if err != nil {
+			return fmt.Errorf("sqlite: argument %d: %w", i+1, err)
 		}
+		args[i] = v
 		n := 0
-		switch v := a.(type) {
+		switch v := v.(type) {
 		case string:
 			n = len(v)
 		case []byte:
@@ -289,32 +284,16 @@ func (c *rawConn) bind(s *rawStmt, args []any) error {
 			off += len(v)
 			rc = sqlite3.Xsqlite3_bind_text(c.tls, s.p, idx, p, int32(len(v)), 0)
 		case []byte:
-			if v == nil {
-				rc = sqlite3.Xsqlite3_bind_null(c.tls, s.p, idx)
-				break
-			}
 			// A blob of zero bytes still needs a non-NULL pointer, which
 			// the buffer (never empty) gives it.
 			p := c.args + uintptr(off)
 			copy(unsafe.Slice((*byte)(cPointer(p)), len(v)), v)
 			off += len(v)
 			rc = sqlite3.Xsqlite3_bind_blob(c.tls, s.p, idx, p, int32(len(v)), 0)
-		case bool:
-			n := int64(0)
-			if v {
-				n = 1
-			}
-			rc = sqlite3.Xsqlite3_bind_int64(c.tls, s.p, idx, n)
+		case int64:
+			rc = sqlite3.Xsqlite3_bind_int64(c.tls, s.p, idx, v)
 		case float64:
 			rc = sqlite3.Xsqlite3_bind_double(c.tls, s.p, idx, v)
-		case float32:
-			rc = sqlite3.Xsqlite3_bind_double(c.tls, s.p, idx, float64(v))
-		default:
-			n, ok := asInt64(a)
-			if !ok {
-				return fmt.Errorf("sqlite: argument %d: unsupported type %T", i+1, a)
-			}
-			rc = sqlite3.Xsqlite3_bind_int64(c.tls, s.p, idx, n)
 		}
 		if rc != sqlite3.SQLITE_OK {
 			return c.error(rc)
@@ -323,32 +302,70 @@ func (c *rawConn) bind(s *rawStmt, args []any) error {
 	return nil
 }
 
-// asInt64 converts the integer types; an unsigned value past int64 is
-// refused, as database/sql refuses it.
-func asInt64(a any) (int64, bool) {
-	switch v := a.(type) {
-	case int64:
-		return v, true
+// argValue turns an argument into nil, string, non-nil []byte, int64 or
+// float64, as database/sql's default converter would: a driver.Valuer
+// gives its Value, a nil []byte or pointer is NULL, a pointer is followed,
+// a bool is 1 or 0, and named types convert by their kind. Anything else
+// (a struct, a time.Time, an unsigned value past int64) is an error, never
+// a guess.
+func argValue(a any) (any, error) {
+	switch v := a.(type) { // the common types, without reflection
+	case nil, string, int64, float64:
+		return a, nil
+	case []byte:
+		if v == nil {
+			return nil, nil
+		}
+		return v, nil
 	case int:
-		return int64(v), true
-	case int32:
-		return int64(v), true
-	case int16:
-		return int64(v), true
-	case int8:
-		return int64(v), true
-	case uint8:
-		return int64(v), true
-	case uint16:
-		return int64(v), true
-	case uint32:
-		return int64(v), true
-	case uint64:
-		return int64(v), v <= math.MaxInt64
-	case uint:
-		return int64(v), uint64(v) <= math.MaxInt64
+		return int64(v), nil
+	case bool:
+		if v {
+			return int64(1), nil
+		}
+		return int64(0), nil
+	case driver.Valuer:
+		if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer && rv.IsNil() {
+			return nil, nil // database/sql too reads a nil pointer as NULL
+		}
+		dv, err := v.Value()
+		if err != nil {
+			return nil, err
+		}
+		if !driver.IsValue(dv) {
+			return nil, fmt.Errorf("Value returned %T", dv)
+		}
+		if _, again := dv.(driver.Valuer); again {
+			return nil, fmt.Errorf("Value returned a driver.Valuer, %T", dv)
+		}
+		return argValue(dv)
 	}
-	return 0, false
+	v := reflect.ValueOf(a)
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			return nil, nil
+		}
+		return argValue(v.Elem().Interface())
+	case reflect.String:
+		return v.String(), nil
+	case reflect.Bool:
+		return argValue(v.Bool())
+	case reflect.Float32, reflect.Float64:
+		return v.Float(), nil
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return v.Int(), nil
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		if v.Uint() > math.MaxInt64 {
+			return nil, fmt.Errorf("uint64 value %d is past int64", v.Uint())
+		}
+		return int64(v.Uint()), nil
+	case reflect.Slice:
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			return argValue(v.Bytes())
+		}
+	}
+	return nil, fmt.Errorf("unsupported type %T", a)
 }
 
 // growArgs makes the argument buffer hold at least n bytes (and at least

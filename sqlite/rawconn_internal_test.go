@@ -14,6 +14,14 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
+type (
+	namedString string
+	namedInt    int16
+	namedBytes  []byte
+)
+
+var pointed = "p"
+
 func openTestRawConn(t *testing.T, pragmas ...string) *rawConn {
 	t.Helper()
 	c, err := openRawConn("file:"+filepath.Join(t.TempDir(), "raw.db"), pragmas)
@@ -70,6 +78,13 @@ func TestRawConnRoundTripsEveryType(t *testing.T) {
 		{"valid NullInt64", sql.NullInt64{Int64: 9, Valid: true}, "integer", sql.NullInt64{Int64: 9, Valid: true}},
 		{"null NullInt64", sql.NullInt64{}, "null", sql.NullInt64{}},
 		{"NullBool", sql.NullBool{Bool: true, Valid: true}, "integer", sql.NullBool{Bool: true, Valid: true}},
+		{"nil *sql.NullString", (*sql.NullString)(nil), "null", sql.NullString{}},
+		{"named string", namedString("n"), "text", "n"},
+		{"named int", namedInt(-3), "integer", int64(-3)},
+		{"named bytes", namedBytes("b"), "blob", []byte("b")},
+		{"pointer to string", &pointed, "text", "p"},
+		{"nil pointer", (*string)(nil), "null", []byte(nil)},
+		{"uint64", uint64(5), "integer", int64(5)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			res := mustExec(t, c, `INSERT INTO v (x) VALUES (?)`, tt.arg)
@@ -84,62 +99,45 @@ func TestRawConnRoundTripsEveryType(t *testing.T) {
 			if class != tt.class {
 				t.Errorf("stored as %s, want %s", class, tt.class)
 			}
-			var got any
 			switch want := tt.scanned.(type) {
 			case string:
-				var v string
-				err := c.queryRow(`SELECT x FROM v WHERE id = ?`, id).Scan(&v)
-				got = checkScan(t, err, v, want)
+				scanBack(t, c, id, want)
 			case []byte:
 				var v []byte
-				err := c.queryRow(`SELECT x FROM v WHERE id = ?`, id).Scan(&v)
-				if err == nil && (v == nil) != (want == nil) {
+				if err := c.queryRow(`SELECT x FROM v WHERE id = ?`, id).Scan(&v); err != nil {
+					t.Fatal(err)
+				}
+				if (v == nil) != (want == nil) || string(v) != string(want) {
 					t.Errorf("scanned %#v, want %#v (nil and empty differ)", v, want)
 				}
-				got = checkScan(t, err, string(v), string(want))
 			case int:
-				var v int
-				err := c.queryRow(`SELECT x FROM v WHERE id = ?`, id).Scan(&v)
-				got = checkScan(t, err, v, want)
+				scanBack(t, c, id, want)
 			case int64:
-				var v int64
-				err := c.queryRow(`SELECT x FROM v WHERE id = ?`, id).Scan(&v)
-				got = checkScan(t, err, v, want)
+				scanBack(t, c, id, want)
 			case int32:
-				var v int32
-				err := c.queryRow(`SELECT x FROM v WHERE id = ?`, id).Scan(&v)
-				got = checkScan(t, err, v, want)
+				scanBack(t, c, id, want)
 			case bool:
-				var v bool
-				err := c.queryRow(`SELECT x FROM v WHERE id = ?`, id).Scan(&v)
-				got = checkScan(t, err, v, want)
+				scanBack(t, c, id, want)
 			case float64:
-				var v float64
-				err := c.queryRow(`SELECT x FROM v WHERE id = ?`, id).Scan(&v)
-				got = checkScan(t, err, v, want)
+				scanBack(t, c, id, want)
 			case sql.NullString:
-				var v sql.NullString
-				err := c.queryRow(`SELECT x FROM v WHERE id = ?`, id).Scan(&v)
-				got = checkScan(t, err, v, want)
+				scanBack(t, c, id, want)
 			case sql.NullInt64:
-				var v sql.NullInt64
-				err := c.queryRow(`SELECT x FROM v WHERE id = ?`, id).Scan(&v)
-				got = checkScan(t, err, v, want)
+				scanBack(t, c, id, want)
 			case sql.NullBool:
-				var v sql.NullBool
-				err := c.queryRow(`SELECT x FROM v WHERE id = ?`, id).Scan(&v)
-				got = checkScan(t, err, v, want)
+				scanBack(t, c, id, want)
 			default:
 				t.Fatalf("no case for %T", want)
 			}
-			_ = got
 		})
 	}
 }
 
-func checkScan[T comparable](t *testing.T, err error, got, want T) T {
+// scanBack reads row id's x into a T and compares it with want.
+func scanBack[T comparable](t *testing.T, c *rawConn, id int64, want T) {
 	t.Helper()
-	if err != nil {
+	var got T
+	if err := c.queryRow(`SELECT x FROM v WHERE id = ?`, id).Scan(&got); err != nil {
 		t.Fatalf("Scan: %v", err)
 	}
 	if got != want {
@@ -149,7 +147,6 @@ func checkScan[T comparable](t *testing.T, err error, got, want T) T {
 		}
 		t.Errorf("scanned %#v, want %#v", g, w)
 	}
-	return got
 }
 
 // TestRawConnArgumentsDoNotOverlap binds several text and blob arguments in
