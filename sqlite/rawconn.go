@@ -34,9 +34,9 @@ type rawConn struct {
 	tls   *libc.TLS
 	db    uintptr // sqlite3*
 	stmts map[string]*rawStmt
-	// out is a C cell for the API's out-parameters (the new statement of a
-	// prepare, the handle of an open).
-	out uintptr
+	// out and tail are C cells for the API's out-parameters (the handle
+	// of an open; the new statement of a prepare and where it ended).
+	out, tail uintptr
 	// args holds the text and blob arguments of the statement being run,
 	// bound as SQLITE_STATIC (SQLite reads them in place). A statement keeps
 	// pointing into it after its run, when the buffer already holds another
@@ -45,13 +45,19 @@ type rawConn struct {
 	// first.
 	args    uintptr
 	argsCap int
+	// oldArgs are the buffers args outgrew. Statements may still point
+	// into them, so they are freed only with the connection: SQLite would
+	// read a stale binding only if a statement ran without being bound
+	// anew, which bind never lets happen, and if it ever did, it would read
+	// old arguments rather than freed memory. Each is at most half the
+	// next, so together they are smaller than args.
+	oldArgs []uintptr
 }
 
 // rawStmt is a statement prepared once on a rawConn and kept for reuse.
 type rawStmt struct {
 	p      uintptr // sqlite3_stmt*
 	params int
-	cols   int
 }
 
 // sqliteError is an error SQLite returned on a rawConn. Code is the
@@ -76,9 +82,11 @@ func openRawConn(uri string, pragmas []string) (_ *rawConn, err error) {
 			c.close()
 		}
 	}()
-	if c.out, err = c.malloc(int(unsafe.Sizeof(uintptr(0)))); err != nil {
+	cell := int(unsafe.Sizeof(uintptr(0)))
+	if c.out, err = c.malloc(2 * cell); err != nil {
 		return nil, err
 	}
+	c.tail = c.out + uintptr(cell)
 	name, err := libc.CString(uri)
 	if err != nil {
 		return nil, err
@@ -115,7 +123,12 @@ func (c *rawConn) close() error {
 	}
 	c.free(&c.args)
 	c.argsCap = 0
+	for i := range c.oldArgs {
+		c.free(&c.oldArgs[i])
+	}
+	c.oldArgs = nil
 	c.free(&c.out)
+	c.tail = 0
 	if c.tls != nil {
 		c.tls.Close()
 		c.tls = nil
@@ -140,7 +153,7 @@ func (c *rawConn) prepare(query string) (*rawStmt, error) {
 		return nil, err
 	}
 	defer libc.Xfree(c.tls, z)
-	rc := sqlite3.Xsqlite3_prepare_v3(c.tls, c.db, z, -1, sqlite3.SQLITE_PREPARE_PERSISTENT, c.out, 0)
+	rc := sqlite3.Xsqlite3_prepare_v3(c.tls, c.db, z, -1, sqlite3.SQLITE_PREPARE_PERSISTENT, c.out, c.tail)
 	if rc != sqlite3.SQLITE_OK {
 		return nil, c.error(rc)
 	}
@@ -148,8 +161,17 @@ func (c *rawConn) prepare(query string) (*rawStmt, error) {
 	if p == 0 { // only whitespace or a comment
 		return nil, fmt.Errorf("sqlite: no statement in %q", query)
 	}
-	s := &rawStmt{p: p, params: int(sqlite3.Xsqlite3_bind_parameter_count(c.tls, p)),
-		cols: int(sqlite3.Xsqlite3_column_count(c.tls, p))}
+	// SQLite prepares the first statement of the text and points past it.
+	// A second one would be silently dropped (where database/sql's driver
+	// runs them all), and a write acknowledged with half of it missing.
+	rest := *(*uintptr)(cPointer(c.tail))
+	rc = sqlite3.Xsqlite3_prepare_v3(c.tls, c.db, rest, -1, 0, c.out, 0)
+	if next := *(*uintptr)(cPointer(c.out)); rc != sqlite3.SQLITE_OK || next != 0 {
+		sqlite3.Xsqlite3_finalize(c.tls, next)
+		sqlite3.Xsqlite3_finalize(c.tls, p)
+		return nil, fmt.Errorf("sqlite: %q holds more than one statement", query)
+	}
+	s := &rawStmt{p: p, params: int(sqlite3.Xsqlite3_bind_parameter_count(c.tls, p))}
 	c.stmts[query] = s
 	return s, nil
 }
@@ -179,8 +201,10 @@ func (c *rawConn) exec(query string, args ...any) (rawResult, error) {
 	}
 }
 
-// rawRow is one row to read: the statement runs when Scan is called, so
-// a row that is never scanned leaves nothing open.
+// rawRow is one row to read. Unlike database/sql's Row, its statement runs
+// when Scan is called, not when queryRow is: a row that is never scanned
+// leaves nothing open, and one scanned after another statement sees that
+// statement's changes. Scan it at once.
 type rawRow struct {
 	c     *rawConn
 	query string
@@ -208,8 +232,9 @@ func (r *rawRow) Scan(dest ...any) error {
 	default:
 		return c.error(rc)
 	}
-	if len(dest) != s.cols {
-		return fmt.Errorf("sqlite: expected %d destination arguments in Scan, not %d", s.cols, len(dest))
+	// Counted now, not at prepare: a schema change prepares it again.
+	if cols := int(sqlite3.Xsqlite3_column_count(c.tls, s.p)); len(dest) != cols {
+		return fmt.Errorf("sqlite: expected %d destination arguments in Scan, not %d", cols, len(dest))
 	}
 	for i, d := range dest {
 		if err := c.scanColumn(s, i, d); err != nil {
@@ -294,6 +319,8 @@ func (c *rawConn) bind(s *rawStmt, args []any) error {
 			rc = sqlite3.Xsqlite3_bind_int64(c.tls, s.p, idx, v)
 		case float64:
 			rc = sqlite3.Xsqlite3_bind_double(c.tls, s.p, idx, v)
+		default: // argValue returns none; never step a stale binding
+			return fmt.Errorf("sqlite: argument %d: unexpected %T", i+1, v)
 		}
 		if rc != sqlite3.SQLITE_OK {
 			return c.error(rc)
@@ -379,12 +406,25 @@ func (c *rawConn) growArgs(n int) error {
 	if err != nil {
 		return err
 	}
-	c.free(&c.args)
+	if c.args != 0 {
+		c.oldArgs = append(c.oldArgs, c.args)
+	}
 	c.args, c.argsCap = p, n
 	return nil
 }
 
-// scanColumn copies column i of s's current row into dest.
+// inTransaction reports whether a transaction is open: SQLite may roll back
+// a whole transaction on its own when a statement fails (a full disk, an
+// I/O error, no memory), after which statements would each commit alone.
+func (c *rawConn) inTransaction() bool {
+	return sqlite3.Xsqlite3_get_autocommit(c.tls, c.db) == 0
+}
+
+// scanColumn copies column i of s's current row into dest. It converts
+// what the stores' columns hold, as database/sql would; a few conversions
+// database/sql also makes (TEXT into a float or a bool, REAL into an
+// integer, destinations of named types) are errors here, none of which the
+// write paths ask for.
 func (c *rawConn) scanColumn(s *rawStmt, i int, dest any) error {
 	col := int32(i)
 	typ := sqlite3.Xsqlite3_column_type(c.tls, s.p, col)

@@ -196,6 +196,10 @@ func TestRawConnRefusesBadInput(t *testing.T) {
 		{"time.Time argument", func() error { _, err := c.exec(insert, "b", time.Now()); return err }, ""},
 		{"struct argument", func() error { _, err := c.exec(insert, "b", struct{}{}); return err }, ""},
 		{"uint64 past int64", func() error { _, err := c.exec(insert, "b", uint64(math.MaxUint64)); return err }, ""},
+		{"two statements", func() error {
+			_, err := c.exec(`INSERT INTO p (id, n) VALUES ('x', 1); INSERT INTO p (id, n) VALUES ('y', 2)`)
+			return err
+		}, ""},
 		{"NULL into string", func() error {
 			var s string
 			return c.queryRow(`SELECT n FROM p WHERE id = ?`, "a").Scan(&s)
@@ -243,6 +247,8 @@ func TestRawConnRefusesBadInput(t *testing.T) {
 			t.Errorf("%s: %v translates to code %q, want %q", tt.name, err, got, tt.code)
 		}
 	}
+	// One statement with a trailing semicolon and comment is one statement.
+	mustExec(t, c, `SELECT 1; -- done`)
 	// Nothing above changed a row, and the cached statements still run.
 	mustExec(t, c, insert, "b", 2)
 	var n int
@@ -302,6 +308,7 @@ func TestWriterConnectionSettings(t *testing.T) {
 			"journal_mode":       "wal",
 			"cache_size":         int64(-16384),
 			"busy_timeout":       int64(10000),
+			"journal_size_limit": int64(67108864),
 		}
 		err = db.q.runBetween(context.Background(), func(c *rawConn) error {
 			for name, w := range want {

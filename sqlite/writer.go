@@ -36,6 +36,10 @@ const lingerRounds = 4
 // its condition false halfway.
 var errRollback = errors.New("roll back this write")
 
+// errBatchEnded is why a batch failed when the write that ended its
+// transaction reported no error of its own.
+var errBatchEnded = errors.New("a write ended the transaction")
+
 // errClosed answers writes submitted after Close.
 var errClosed = errors.New("sqlite: database is closed")
 
@@ -249,6 +253,15 @@ func (q *writeQueue) commit(batch []*writeOp) {
 			continue
 		}
 		results[i] = q.runInSavepoint(op)
+		if !q.conn.inTransaction() {
+			// SQLite rolled the batch back (or a write ended it): the
+			// writes before this one are undone, and the ones after must
+			// not run, each committing alone, while their callers hear of
+			// a failed batch.
+			q.pins.clear()
+			fail(fmt.Errorf("the batch's transaction ended before its commit: %w", cmpOr(results[i], errBatchEnded)))
+			return
+		}
 		switch {
 		case op.keeps == "":
 			q.pins.clear()
