@@ -8,6 +8,7 @@ import (
 	"math"
 	"reflect"
 	"strconv"
+	"sync/atomic"
 	"unsafe"
 
 	"modernc.org/libc"
@@ -52,7 +53,27 @@ type rawConn struct {
 	// old arguments rather than freed memory. Each is at most half the
 	// next, so together they are smaller than args.
 	oldArgs []uintptr
+	// busy is set while a statement runs. Opened without SQLite's mutex,
+	// the connection would corrupt memory if two goroutines used it at
+	// once (a wtx or row kept past its write, say); such a use gets
+	// errConcurrentUse instead.
+	busy atomic.Bool
 }
+
+// errConcurrentUse answers a statement run while another runs on the same
+// rawConn: a programming error, refused rather than let SQLite corrupt its
+// memory.
+var errConcurrentUse = errors.New("sqlite: the writer connection used by two goroutines at once")
+
+// enter marks the connection busy for one statement; leave ends it.
+func (c *rawConn) enter() error {
+	if !c.busy.CompareAndSwap(false, true) {
+		return errConcurrentUse
+	}
+	return nil
+}
+
+func (c *rawConn) leave() { c.busy.Store(false) }
 
 // rawStmt is a statement prepared once on a rawConn and kept for reuse.
 type rawStmt struct {
@@ -184,6 +205,10 @@ func (r rawResult) LastInsertId() (int64, error) { return r.lastID, nil }
 
 // exec runs query with args to completion (rows it returns are skipped).
 func (c *rawConn) exec(query string, args ...any) (rawResult, error) {
+	if err := c.enter(); err != nil {
+		return rawResult{}, err
+	}
+	defer c.leave()
 	s, err := c.start(query, args)
 	if err != nil {
 		return rawResult{}, err
@@ -220,6 +245,10 @@ func (c *rawConn) queryRow(query string, args ...any) *rawRow {
 // database/sql's Row.Scan does; sql.ErrNoRows when there is no row.
 func (r *rawRow) Scan(dest ...any) error {
 	c := r.c
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.leave()
 	s, err := c.start(r.query, r.args)
 	if err != nil {
 		return err

@@ -7,6 +7,8 @@ import (
 	"math"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -326,5 +328,40 @@ func TestWriterConnectionSettings(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestRawConnRefusesConcurrentUse runs statements on one connection from
+// two goroutines at once, which the write queue never does: overlapping
+// calls must get errConcurrentUse, not corrupt SQLite's memory.
+func TestRawConnRefusesConcurrentUse(t *testing.T) {
+	c := openTestRawConn(t)
+	mustExec(t, c, `CREATE TABLE v (x TEXT)`)
+	var refused atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for i := range 2000 {
+				var n int
+				err := c.queryRow(`SELECT count(*) FROM v WHERE x <> ?`, strings.Repeat("x", i%300)).Scan(&n)
+				if err == nil {
+					_, err = c.exec(`INSERT INTO v (x) VALUES (?)`, "y")
+				}
+				switch {
+				case errors.Is(err, errConcurrentUse):
+					refused.Add(1)
+				case err != nil:
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d of 8000 statements refused as concurrent", refused.Load())
+	// Whatever ran, ran whole: the connection still works.
+	var n int
+	if err := c.queryRow(`SELECT count(*) FROM v`).Scan(&n); err != nil {
+		t.Fatal(err)
 	}
 }
