@@ -41,11 +41,13 @@ type rawConn struct {
 	// args holds the text and blob arguments of the statement being run,
 	// bound as SQLITE_STATIC (SQLite reads them in place). A statement keeps
 	// pointing into it after its run, when the buffer already holds another
-	// statement's arguments (or was freed to grow), but SQLite reads bound
-	// values only while stepping, and every run binds every parameter anew
-	// first.
+	// statement's arguments, but SQLite reads bound values only while
+	// stepping, and every run binds every parameter anew first.
 	args    uintptr
 	argsCap int
+	// values is bind's scratch: the arguments converted, so that the
+	// caller's slice is left as it was.
+	values []any
 	// oldArgs are the buffers args outgrew. Statements may still point
 	// into them, so they are freed only with the connection: SQLite would
 	// read a stale binding only if a statement ran without being bound
@@ -303,13 +305,15 @@ func (c *rawConn) reset(s *rawStmt) {
 func (c *rawConn) bind(s *rawStmt, args []any) error {
 	// The text and blob arguments are copied into one C buffer, sized
 	// first so that growing it cannot move what is already bound.
+	values := c.values[:0]
+	defer func() { clear(values); c.values = values[:0] }() // keep no argument alive
 	size := 0
 	for i, a := range args {
 		v, err := argValue(a)
 		if err != nil {
 			return fmt.Errorf("sqlite: argument %d: %w", i+1, err)
 		}
-		args[i] = v
+		values = append(values, v)
 		n := 0
 		switch v := v.(type) {
 		case string:
@@ -326,7 +330,7 @@ func (c *rawConn) bind(s *rawStmt, args []any) error {
 		return err
 	}
 	off := 0
-	for i, a := range args {
+	for i, a := range values {
 		idx := int32(i + 1)
 		var rc int32
 		switch v := a.(type) {

@@ -164,6 +164,14 @@ func TestRawConnArgumentsDoNotOverlap(t *testing.T) {
 	if a != "first" || string(blob) != "second" || b != "" || d != strings.Repeat("z", 1000) {
 		t.Fatalf("got %q %q %q %d bytes", a, blob, b, len(d))
 	}
+	// The caller's arguments are left as they were, not converted in place.
+	args := []any{true, namedString("n")}
+	if _, err := c.exec(`SELECT ?, ?`, args...); err != nil {
+		t.Fatal(err)
+	}
+	if args[0] != true || args[1] != namedString("n") {
+		t.Fatalf("the caller's arguments became %#v", args)
+	}
 	// The row's values were copied out: the next statement's arguments,
 	// written over the same buffer, leave them alone.
 	var e string
