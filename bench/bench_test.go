@@ -271,9 +271,33 @@ func TestParseFlags(t *testing.T) {
 	if got := strings.Join(cfg.scenarios, ","); got != "check,mix" {
 		t.Fatalf("scenarios = %s, want check,mix", got)
 	}
-	for _, args := range [][]string{{"-scenarios", "nope"}, {"-users", "0"}, {"-db", "mysql"}, {"-wrong", "10"}, {"-pg-pool", "-1"}, {"stray"}} {
+	for _, args := range [][]string{{"-scenarios", "nope"}, {"-users", "0"}, {"-db", "mysql"}, {"-wrong", "10"}, {"-pg-pool", "-1"}, {"-sqlite-sync", "off"}, {"stray"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("parseFlags(%v) succeeded", args)
+		}
+	}
+}
+
+// TestSQLiteSyncIsNamedInTheReport: the durability a SQLite run committed
+// with is in its JSON and in its table's heading, full by default.
+func TestSQLiteSyncIsNamedInTheReport(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "sqlite (--sqlite-sync full), "},
+		{[]string{"-sqlite-sync", "normal"}, "sqlite (--sqlite-sync normal), "},
+	} {
+		cfg, err := parseFlags(c.args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := newResults(cfg)
+		if md := res.markdown(); !strings.Contains(md, c.want) {
+			t.Errorf("%v: the heading does not say %q:\n%s", c.args, c.want, md)
+		}
+		if got := res.Config["sqlite_sync"]; got != cfg.sqliteSync {
+			t.Errorf("%v: the JSON's sqlite_sync is %v, want %s", c.args, got, cfg.sqliteSync)
 		}
 	}
 }

@@ -24,6 +24,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/verityhq/verity/sqlite"
 )
 
 // config is the command line.
@@ -46,7 +48,8 @@ type config struct {
 	quietWait    time.Duration
 	retryNoisy   bool
 	serverFlags  []string
-	pgPool       int // pool_max_conns of every store on PostgreSQL; 0: the store's default
+	pgPool       int    // pool_max_conns of every store on PostgreSQL; 0: the store's default
+	sqliteSync   string // -db sqlite: every server's and the storage ceiling's durability, full or normal
 }
 
 // allScenarios are the scenario names -scenarios accepts, in run order.
@@ -76,6 +79,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.BoolVar(&cfg.retryNoisy, "retry-noisy", true, "measure again, once, each row during which other processes kept more than 0.3 cores busy, and keep the quieter run")
 	serverFlags := fs.String("server-flags", "", "extra flags for every `verity serve` the benchmark starts, space-separated (e.g. \"--debug-addr 127.0.0.1:6061\" to take a CPU profile while a scenario runs)")
 	fs.IntVar(&cfg.pgPool, "pg-pool", 0, "-db postgres: connections in each Verity's pool and the storage ceiling's (pool_max_conns); 0 leaves Verity's default, 4 × GOMAXPROCS. Several Verity processes can be open at once: keep their sum within PostgreSQL's max_connections")
+	fs.StringVar(&cfg.sqliteSync, "sqlite-sync", "full", "-db sqlite: the durability every Verity the benchmark starts (--sqlite-sync) and the storage ceiling commit with: full (Verity's default, survives power loss) or normal (opt-in, survives a crash of the process); see docs/durability.md")
 	fs.StringVar(&cfg.out, "out", "bench-results.json", "JSON results file")
 	fs.BoolVar(&cfg.quick, "quick", false, "short phases (1.5 s closed, 1.5 s open, 1 s storage) unless set explicitly")
 	if err := fs.Parse(args); err != nil {
@@ -98,6 +102,9 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if cfg.pgPool < 0 {
 		return nil, fmt.Errorf("-pg-pool %d: want 0 (Verity's default) or more", cfg.pgPool)
+	}
+	if cfg.sqliteSync != string(sqlite.SyncFull) && cfg.sqliteSync != string(sqlite.SyncNormal) {
+		return nil, fmt.Errorf("-sqlite-sync %q: want %s or %s", cfg.sqliteSync, sqlite.SyncFull, sqlite.SyncNormal)
 	}
 	cfg.serverFlags = strings.Fields(*serverFlags)
 	for _, s := range strings.Split(*scenarios, ",") {

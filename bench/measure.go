@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/verityhq/verity/sqlite"
 	"github.com/verityhq/verity/totp"
 )
 
@@ -173,7 +174,7 @@ func (r *runner) measureStorageCeiling(ctx context.Context) error {
 		}
 	}
 	fsync, fsyncErr := probeFsync(dir)
-	st, err := measureStorage(ctx, storageDSN(dir, withPool(pgURL, r.cfg.pgPool)), min(r.cfg.pool, storageUsers), r.cfg.wrong, r.cfg.conns, r.cfg.storageDur)
+	st, err := measureStorage(ctx, storageDSN(dir, withPool(pgURL, r.cfg.pgPool)), sqlite.Sync(r.cfg.sqliteSync), min(r.cfg.pool, storageUsers), r.cfg.wrong, r.cfg.conns, r.cfg.storageDur)
 	st.Fsync = fsync
 	if fsyncErr != nil {
 		st.Note = "fsync probe failed: " + fsyncErr.Error()

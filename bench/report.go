@@ -119,7 +119,7 @@ func newResults(cfg *config) results {
 			"open_fraction": cfg.openFraction, "storage_seconds": cfg.storageDur.Seconds(),
 			"pool": cfg.pool, "wrong": cfg.wrong, "totp_users": cfg.totpUsers, "open_conns": cfg.openConns,
 			"quiet_wait_seconds": cfg.quietWait.Seconds(), "retry_noisy": cfg.retryNoisy, "pg_pool": cfg.pgPool,
-			"settings": benchSettings,
+			"sqlite_sync": cfg.sqliteSync, "settings": benchSettings,
 		},
 		Machine:   readMachine(),
 		Scenarios: []scenarioResult{},
@@ -169,7 +169,11 @@ func (r *results) write(path string) error {
 // markdown renders the table and its notes.
 func (r *results) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n### Verity benchmark, %s: %s, %d users, %d connections\n\n", r.Date, r.Backend, r.Seed.Users, r.Config["connections"])
+	backend := r.Backend
+	if sync, ok := r.Config["sqlite_sync"]; ok && backend == "sqlite" {
+		backend = fmt.Sprintf("sqlite (--sqlite-sync %s)", sync)
+	}
+	fmt.Fprintf(&b, "\n### Verity benchmark, %s: %s, %d users, %d connections\n\n", r.Date, backend, r.Seed.Users, r.Config["connections"])
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s RAM, Linux %s, %s. Command: `%s`.\n\n",
 		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.MemTotal, r.Machine.Kernel, r.Machine.GoVersion, r.Command)
 	b.WriteString("| scenario | peak ops/s | % of HTTP ceiling | % of storage ceiling | p50 ms | p90 ms | p99 ms | p99.9 ms | floor p99 ms | CPU µs/op | peak RSS MB | errors |\n")

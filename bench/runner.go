@@ -154,6 +154,8 @@ func (r *runner) startVerity(ctx context.Context, name, dataDir, dbURL string, w
 	args := []string{"serve", "--dev", "--log-level", "warn", "--addr", addr, "--data-dir", dataDir}
 	if dbURL != "" {
 		args = append(args, "--db", withPool(dbURL, r.cfg.pgPool))
+	} else {
+		args = append(args, "--sqlite-sync", r.cfg.sqliteSync)
 	}
 	if webhook {
 		args = append(args, "--sms-webhook", r.capture.url, "--sms-webhook-secret", r.capture.secret)

@@ -15,6 +15,7 @@ import (
 	"github.com/verityhq/verity"
 	"github.com/verityhq/verity/app"
 	"github.com/verityhq/verity/internal/storeopen"
+	"github.com/verityhq/verity/sqlite"
 )
 
 // storeRate is one storage workload's result.
@@ -70,9 +71,10 @@ func probeFsync(dir string) (latencySummary, error) {
 	return summarize(ds), nil
 }
 
-// openStore opens and migrates a store of the benchmark's backend.
-func openStore(ctx context.Context, dsn string) (verity.Store, error) {
-	return storeopen.Open(ctx, dsn)
+// openStore opens and migrates a store of the benchmark's backend; a SQLite
+// one commits with sync (full or normal), as the servers do.
+func openStore(ctx context.Context, dsn string, sync sqlite.Sync) (verity.Store, error) {
+	return storeopen.OpenWith(ctx, dsn, storeopen.Options{SQLite: sqlite.Options{Sync: sync}})
 }
 
 // storeBench holds the fixture of the storage ceiling.
@@ -94,12 +96,12 @@ const storagePIN = "424242"
 const unlimited = 1 << 30
 
 // measureStorage runs the storage ceiling on a fresh store at dsn.
-func measureStorage(ctx context.Context, dsn string, users, wrong, conns int, d time.Duration) (storageResult, error) {
+func measureStorage(ctx context.Context, dsn string, sync sqlite.Sync, users, wrong, conns int, d time.Duration) (storageResult, error) {
 	res := storageResult{Backend: "sqlite", Concurrency: conns, Users: users}
 	if storeopen.IsPostgres(dsn) {
 		res.Backend = "postgres"
 	}
-	store, err := openStore(ctx, dsn)
+	store, err := openStore(ctx, dsn, sync)
 	if err != nil {
 		return res, err
 	}
