@@ -52,11 +52,12 @@ type cachedUserPIN struct {
 // heap grow to several times what is live (GOGC=400, see cmd/verity), so a
 // cache of 32,768 entries raised the check benchmark's peak RSS from 140 to
 // 266 MB. 16,384 keep it near 8 MB live and cover the users with a PIN
-// pending at two thousand starts a second checked within eight seconds, and
-// the benchmark's pool of 10,000: at 8,192, part of that pool's checks
-// missed and read the user and PIN on the writer, and a check cost 10 %
-// more server CPU (117-119 against 106-107 µs in alternating runs), for
-// 31 MB less peak RSS (109 against 140 MB).
+// pending at two thousand starts a second checked within eight seconds.
+// The benchmark's check scenario starts all the PINs a phase needs before
+// it checks them (tens of thousands), the worst case for any bound: at
+// 8,192 entries 43 % of its checks missed and read the user and PIN on the
+// writer, at 16,384 30 % (counted in the server), which saves about 3 µs of
+// a check's 105-120 µs of server CPU for 31 MB more peak RSS (140 MB).
 const pinCacheLimit = 1 << 14
 
 func newPINCache(limit int) *pinCache {
