@@ -278,8 +278,9 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
-// TestSQLiteSyncIsNamedInTheReport: the durability a SQLite run committed
-// with is in its JSON and in its table's heading, full by default.
+// TestSQLiteSyncIsNamedInTheReport: the durability a SQLite run's servers
+// commit with is on their command line, in the JSON and in the table's
+// heading, full by default.
 func TestSQLiteSyncIsNamedInTheReport(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -291,6 +292,13 @@ func TestSQLiteSyncIsNamedInTheReport(t *testing.T) {
 		cfg, err := parseFlags(c.args)
 		if err != nil {
 			t.Fatal(err)
+		}
+		r := &runner{cfg: cfg}
+		if args := strings.Join(r.serveArgs("127.0.0.1:1", "/tmp/d", "", false), " "); !strings.Contains(args, "--sqlite-sync "+cfg.sqliteSync+" ") {
+			t.Errorf("%v: verity serve runs with %q, not --sqlite-sync %s", c.args, args, cfg.sqliteSync)
+		}
+		if args := strings.Join(r.serveArgs("127.0.0.1:1", "/tmp/d", "postgres://h/db", false), " "); strings.Contains(args, "--sqlite-sync") {
+			t.Errorf("%v: verity serve on PostgreSQL runs with %q", c.args, args)
 		}
 		res := newResults(cfg)
 		if md := res.markdown(); !strings.Contains(md, c.want) {

@@ -143,14 +143,10 @@ func (r *runner) release(p *process) error {
 	return p.stop()
 }
 
-// startVerity runs `verity serve --dev` on dataDir (and dbURL for
-// PostgreSQL), with the webhook sender pointed at the capture server when
-// webhook is true and the discard sink otherwise.
-func (r *runner) startVerity(ctx context.Context, name, dataDir, dbURL string, webhook bool) (*process, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
+// serveArgs is startVerity's command line: the run's database settings
+// (the pool on PostgreSQL, the sync mode on SQLite, so the report's heading
+// is what the server did), its sender, then -server-flags.
+func (r *runner) serveArgs(addr, dataDir, dbURL string, webhook bool) []string {
 	args := []string{"serve", "--dev", "--log-level", "warn", "--addr", addr, "--data-dir", dataDir}
 	if dbURL != "" {
 		args = append(args, "--db", withPool(dbURL, r.cfg.pgPool))
@@ -162,8 +158,18 @@ func (r *runner) startVerity(ctx context.Context, name, dataDir, dbURL string, w
 	} else {
 		args = append(args, "--dev-sink", "discard")
 	}
-	args = append(args, r.cfg.serverFlags...)
-	p, err := startProcess(ctx, "verity ("+name+")", r.bin, addr, args...)
+	return append(args, r.cfg.serverFlags...)
+}
+
+// startVerity runs `verity serve --dev` on dataDir (and dbURL for
+// PostgreSQL), with the webhook sender pointed at the capture server when
+// webhook is true and the discard sink otherwise.
+func (r *runner) startVerity(ctx context.Context, name, dataDir, dbURL string, webhook bool) (*process, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	p, err := startProcess(ctx, "verity ("+name+")", r.bin, addr, r.serveArgs(addr, dataDir, dbURL, webhook)...)
 	if err != nil {
 		return nil, err
 	}
