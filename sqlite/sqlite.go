@@ -44,6 +44,7 @@ type DB struct {
 	checkpointFailing bool // the last checkpoint failed; the checkpointer goroutine's own
 
 	stopCheckpoints, checkpointsDone chan struct{}
+	stopCheckpointsOnce              sync.Once
 	closeOnce                        sync.Once
 	closeErr                         error
 }
@@ -210,6 +211,16 @@ func (db *DB) checkpointer(interval time.Duration) {
 	}
 }
 
+// stopCheckpointer stops the checkpointer and waits until it has; later
+// calls do nothing. Close calls it, and so do tests that need the write
+// queue to hold only their own operations.
+func (db *DB) stopCheckpointer() {
+	db.stopCheckpointsOnce.Do(func() {
+		close(db.stopCheckpoints)
+		<-db.checkpointsDone
+	})
+}
+
 // checkpoint runs one tick of the checkpointer. A failure is retried at the
 // next tick; a run of them is logged once, when it starts, and its end once.
 func (db *DB) checkpoint() {
@@ -279,8 +290,7 @@ func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
 		// The checkpointer first: it uses the write queue, and a checkpoint
 		// refused by a closed queue would be logged as a failure.
-		close(db.stopCheckpoints)
-		<-db.checkpointsDone
+		db.stopCheckpointer()
 		qerr := db.q.close()
 		db.readStmts.close()
 		db.closeErr = errors.Join(qerr, db.reader.Close(), db.writer.Close())
