@@ -280,7 +280,7 @@ func TestParseFlags(t *testing.T) {
 
 // TestSQLiteSyncIsNamedInTheReport: the durability a SQLite run's servers
 // commit with is on their command line, in the JSON and in the table's
-// heading, full by default.
+// heading, full by default; a PostgreSQL run names none.
 func TestSQLiteSyncIsNamedInTheReport(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -307,6 +307,13 @@ func TestSQLiteSyncIsNamedInTheReport(t *testing.T) {
 		if got := res.Config["sqlite_sync"]; got != cfg.sqliteSync {
 			t.Errorf("%v: the JSON's sqlite_sync is %v, want %s", c.args, got, cfg.sqliteSync)
 		}
+	}
+	cfg, err := parseFlags([]string{"-db", "postgres"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := newResults(cfg); res.Config["sqlite_sync"] != nil || strings.Contains(res.markdown(), "sqlite-sync") {
+		t.Errorf("a PostgreSQL run claims a SQLite sync mode: %v", res.Config["sqlite_sync"])
 	}
 }
 
