@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/verityhq/verity/totp"
 )
 
@@ -449,7 +450,7 @@ func TestPgbenchCeilingRuns(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	c := newPgbenchCeiling(bin, 100, 4, time.Second)
+	c := newPgbenchCeiling(bin, pgbenchUpdate, 100, 4, time.Second)
 	if err := c.prepare(t.Context(), pg, t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
@@ -461,6 +462,73 @@ func TestPgbenchCeilingRuns(t *testing.T) {
 		t.Fatalf("pgbench run = %+v; want transactions at 4 clients for 1 s", res)
 	}
 	t.Logf("pgbench: %.0f tps, latency average %.2f ms, PostgreSQL %.0f µs CPU/tx, %s", res.TPS, res.LatencyAvgMs, res.PostgresCPUPerTx, res.Command)
+}
+
+// TestPgbenchCheckScript: every parameter of the store's statement has a
+// stand-in, so pgbench runs exactly that statement on the seeded users.
+func TestPgbenchCheckScript(t *testing.T) {
+	script := pgbenchCheckScript(500)
+	first, stmt, _ := strings.Cut(script, "\n")
+	if first != `\set id random(1, 500)` || !strings.HasSuffix(stmt, ";\n") {
+		t.Fatalf("script = %q; want a \\set of id over the 500 users, then one statement", script)
+	}
+	if p := sqlPlaceholder.FindString(stmt); p != "" {
+		t.Fatalf("placeholder %s has no stand-in in the script:\n%s", p, stmt)
+	}
+	for _, want := range []string{"WITH r AS (", "('u' || :id)", "decode('01" + strings.Repeat("00", 32) + "', 'hex')"} {
+		if !strings.Contains(stmt, want) {
+			t.Errorf("the script's statement lacks %q:\n%s", want, stmt)
+		}
+	}
+}
+
+// TestPgbenchCheckCeilingCountsEveryTry runs the check workload with the
+// real pgbench and PostgreSQL, when both are there, and checks that each of
+// its transactions took the statement's wrong-code path: one try counted
+// against a PIN and one failure against its user, as many of each as
+// pgbench committed transactions.
+func TestPgbenchCheckCeilingCountsEveryTry(t *testing.T) {
+	base := os.Getenv("VERITY_TEST_POSTGRES_URL")
+	if base == "" {
+		t.Skip("VERITY_TEST_POSTGRES_URL not set: the pgbench run is skipped")
+	}
+	bin, err := exec.LookPath("pgbench")
+	if err != nil {
+		t.Skip("pgbench not installed: the pgbench run is skipped")
+	}
+	pg, err := newPGAdmin(t.Context(), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := pg.dropAll(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	c := newPgbenchCeiling(bin, pgbenchCheck, 50, 2, time.Second)
+	if err := c.prepare(t.Context(), pg, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.run(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Workload != pgbenchCheck || res.TPS <= 0 || res.Transactions == 0 || res.Failed != 0 {
+		t.Fatalf("pgbench check run = %+v; want transactions and no failure", res)
+	}
+	conn, err := pgx.Connect(t.Context(), c.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var tries, failures int
+	if err := conn.QueryRow(t.Context(), "SELECT (SELECT sum(attempts) FROM pins), (SELECT sum(failure_count) FROM users)").Scan(&tries, &failures); err != nil {
+		t.Fatal(err)
+	}
+	if tries != res.Transactions || failures != res.Transactions {
+		t.Fatalf("after %d transactions: %d tries counted against PINs, %d failures against users; want one of each per transaction", res.Transactions, tries, failures)
+	}
+	t.Logf("pgbench check: %.0f tps, PostgreSQL %.0f µs CPU/tx, %d transactions", res.TPS, res.PostgresCPUPerTx, res.Transactions)
 }
 
 func TestPgbenchCeilingSkipsWithoutPgbench(t *testing.T) {
@@ -481,6 +549,11 @@ func TestPgbenchCeilingSkipsWithoutPgbench(t *testing.T) {
 	}
 	if !strings.Contains(md, "| pgbench single-row update (64 clients) | skipped: pgbench is not installed") || !strings.Contains(md, "- pgbench ceiling skipped:") {
 		t.Fatalf("the report does not say pgbench was skipped:\n%s", md)
+	}
+	if pc := r.results.PgbenchCheck; pc == nil || pc.Skipped == "" ||
+		!strings.Contains(md, "| pgbench running Verity's check statement (64 clients) | skipped: pgbench is not installed") ||
+		!strings.Contains(md, "- pgbench running Verity's check statement skipped:") {
+		t.Fatalf("the report does not say the check statement's pgbench run was skipped: %+v\n%s", pc, md)
 	}
 }
 

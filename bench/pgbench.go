@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/verityhq/verity/postgres"
 )
 
 // The pgbench ceiling answers the performance issue's PostgreSQL target:
@@ -33,32 +35,99 @@ const pgbenchTableSQL = "CREATE TABLE bench_rows (id int PRIMARY KEY, n bigint N
 // transaction on rows 1..%d.
 const pgbenchScriptText = "\\set id random(1, %d)\nUPDATE bench_rows SET n = n + 1 WHERE id = :id;\n"
 
-// pgbenchResult is the pgbench ceiling in the JSON file.
+// pgbenchWorkload is what one pgbench ceiling runs.
+type pgbenchWorkload string
+
+const (
+	// pgbenchUpdate is the target's yardstick: one single-row UPDATE per
+	// transaction.
+	pgbenchUpdate pgbenchWorkload = "update"
+	// pgbenchCheck is Verity's own statement for a PIN check
+	// (postgres.DecidingCheckSQL), one per transaction, with a wrong code
+	// on users with a pending PIN: PostgreSQL's cost for a check, without
+	// Verity's process, HTTP or the load generator. A wrong code is the
+	// heavier half of the check scenario: it locks the user, counts the
+	// PIN's try and the user's failure (a right one consumes the PIN).
+	pgbenchCheck pgbenchWorkload = "check"
+)
+
+// pgbenchCheckArgs stand in the check script for DecidingCheckSQL's
+// parameters: a random seeded user, now, limits no run reaches (so every
+// check writes), and a typed hash with the PINs' tag byte that matches none
+// of them.
+var pgbenchCheckArgs = map[string]string{
+	"1": "('u' || :id)",
+	"2": "(now() - interval '1 hour')",
+	"3": "now()",
+	"4": strconv.Itoa(unlimited),
+	"5": "'bench'",
+	"6": strconv.Itoa(unlimited),
+	"7": "decode('01" + strings.Repeat("00", 32) + "', 'hex')",
+}
+
+// sqlPlaceholder is a positional parameter, $1 to $99.
+var sqlPlaceholder = regexp.MustCompile(`\$[0-9]+`)
+
+// pgbenchCheckScript is the check workload's script on users u1…u<rows>.
+// A placeholder it has no stand-in for is left as it is, and pgbench then
+// refuses the statement: the run reports that error rather than measuring
+// another statement.
+func pgbenchCheckScript(rows int) string {
+	stmt := sqlPlaceholder.ReplaceAllStringFunc(postgres.DecidingCheckSQL(), func(p string) string {
+		if arg, ok := pgbenchCheckArgs[p[1:]]; ok {
+			return arg
+		}
+		return p
+	})
+	return fmt.Sprintf("\\set id random(1, %d)\n%s;\n", rows, strings.TrimSpace(stmt))
+}
+
+// pgbenchCheckSeed fills a migrated Verity database for the check
+// workload: one service, and users u1…u<rows>, each with a pending PIN
+// whose hash has the stored form's length and tag byte (33 bytes, 0x01).
+func pgbenchCheckSeed(rows int) []string {
+	return []string{
+		`INSERT INTO accounts (id, username, secret_hash, created_at) VALUES ('bench', 'bench', '\x00', now())`,
+		`INSERT INTO services (id, account_id, name, fqdn, settings, created_at) VALUES ('bench', 'bench', 'bench', 'bench.invalid', '{}', now())`,
+		fmt.Sprintf(`INSERT INTO users (id, service_id, id_in_service, phone, phone_type, created_at)
+			SELECT 'u' || i, 'bench', 'u' || i, '+3725555555', 'MOBILE', now() FROM generate_series(1, %d) i`, rows),
+		fmt.Sprintf(`INSERT INTO pins (id, user_id, hash, created_at, expires_at)
+			SELECT 'p' || i, 'u' || i, '\x01'::bytea || sha256(i::text::bytea), now(), now() + interval '1 day' FROM generate_series(1, %d) i`, rows),
+		"VACUUM ANALYZE",
+	}
+}
+
+// pgbenchResult is a pgbench ceiling in the JSON file.
 type pgbenchResult struct {
-	Version          string   `json:"version,omitempty"`
-	Rows             int      `json:"rows"`
-	Clients          int      `json:"clients"`
-	Threads          int      `json:"threads"`
-	DurationSeconds  int      `json:"duration_seconds"`
-	Command          string   `json:"command,omitempty"`
-	Script           string   `json:"script,omitempty"`
-	TPS              float64  `json:"tps"` // without the initial connection time
-	LatencyAvgMs     float64  `json:"latency_avg_ms,omitempty"`
-	Transactions     int      `json:"transactions"`
-	Failed           int      `json:"failed_transactions"`
-	PctStorage       float64  `json:"pct_of_storage_ceiling,omitempty"`
-	PostgresCPUPerTx float64  `json:"postgres_cpu_us_per_tx,omitempty"`
-	PgbenchCPUPerTx  float64  `json:"pgbench_cpu_us_per_tx,omitempty"`
-	OtherCPUCores    float64  `json:"other_cpu_cores"`
-	Notes            []string `json:"notes,omitempty"`
-	Skipped          string   `json:"skipped,omitempty"`
-	Error            string   `json:"error,omitempty"`
+	Workload         pgbenchWorkload `json:"workload"`
+	Version          string          `json:"version,omitempty"`
+	Rows             int             `json:"rows"`
+	Clients          int             `json:"clients"`
+	Threads          int             `json:"threads"`
+	DurationSeconds  int             `json:"duration_seconds"`
+	Command          string          `json:"command,omitempty"`
+	Script           string          `json:"script,omitempty"`
+	TPS              float64         `json:"tps"` // without the initial connection time
+	LatencyAvgMs     float64         `json:"latency_avg_ms,omitempty"`
+	Transactions     int             `json:"transactions"`
+	Failed           int             `json:"failed_transactions"`
+	PctStorage       float64         `json:"pct_of_storage_ceiling,omitempty"`
+	PctPgbench       float64         `json:"pct_of_pgbench,omitempty"` // the check workload's share of the update's rate
+	PostgresCPUPerTx float64         `json:"postgres_cpu_us_per_tx,omitempty"`
+	PgbenchCPUPerTx  float64         `json:"pgbench_cpu_us_per_tx,omitempty"`
+	OtherCPUCores    float64         `json:"other_cpu_cores"`
+	Notes            []string        `json:"notes,omitempty"`
+	Skipped          string          `json:"skipped,omitempty"`
+	Error            string          `json:"error,omitempty"`
 }
 
 // markdownRow is the pgbench ceiling's row in the table: its rate, and its
 // share of the storage ceiling as the HTTP ceiling's row has.
 func (p *pgbenchResult) markdownRow() string {
 	name := fmt.Sprintf("pgbench single-row update (%d clients)", p.Clients)
+	if p.Workload == pgbenchCheck {
+		name = fmt.Sprintf("pgbench running Verity's check statement (%d clients)", p.Clients)
+	}
 	switch {
 	case p.Skipped != "":
 		return fmt.Sprintf("| %s | skipped: %s | | | | | | | | | | |\n", name, p.Skipped)
@@ -74,6 +143,9 @@ func (p *pgbenchResult) markdownRow() string {
 
 // markdownNote says what pgbench ran and what it cost, or why it did not run.
 func (p *pgbenchResult) markdownNote() string {
+	if p.Workload == pgbenchCheck {
+		return p.checkNote()
+	}
 	switch {
 	case p.Skipped != "":
 		return fmt.Sprintf("- pgbench ceiling skipped: %s, so no row is compared with pgbench's single-row-update rate in this run\n", p.Skipped)
@@ -88,6 +160,32 @@ func (p *pgbenchResult) markdownNote() string {
 		fmt.Fprintf(&b, ", latency average %.2f ms", p.LatencyAvgMs)
 	}
 	fmt.Fprintf(&b, ", %s transactions (%d failed); PostgreSQL %.0f µs CPU/tx, pgbench %.0f µs CPU/tx; other processes kept %.2f cores busy.",
+		num(float64(p.Transactions)), p.Failed, p.PostgresCPUPerTx, p.PgbenchCPUPerTx, p.OtherCPUCores)
+	for _, n := range p.Notes {
+		fmt.Fprintf(&b, " %s.", n)
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+// checkNote says what the check workload ran and what share of the
+// update's rate it reached. Its script, a long statement, is in the JSON.
+func (p *pgbenchResult) checkNote() string {
+	const what = "pgbench running Verity's check statement"
+	switch {
+	case p.Skipped != "":
+		return fmt.Sprintf("- %s skipped: %s\n", what, p.Skipped)
+	case p.Error != "":
+		return fmt.Sprintf("- %s failed: %s\n", what, firstLine(p.Error))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "- %s (the one statement a PIN check runs, with a wrong code: it locks the user, counts the PIN's try and the user's failure; "+
+		"%d users with a pending PIN, %d clients, %d threads, %d s, `-M prepared`, its script in the JSON): %s tps", what,
+		p.Rows, p.Clients, p.Threads, p.DurationSeconds, num(p.TPS))
+	if p.PctPgbench > 0 {
+		fmt.Fprintf(&b, " = %.0f %% of the single-row update's rate: what wrong-code checks could reach against that target if Verity, HTTP and the load generator cost nothing (a right code only consumes the PIN, one row)", p.PctPgbench)
+	}
+	fmt.Fprintf(&b, "; %s transactions (%d failed); PostgreSQL %.0f µs CPU/tx, pgbench %.0f µs CPU/tx; other processes kept %.2f cores busy.",
 		num(float64(p.Transactions)), p.Failed, p.PostgresCPUPerTx, p.PgbenchCPUPerTx, p.OtherCPUCores)
 	for _, n := range p.Notes {
 		fmt.Fprintf(&b, " %s.", n)
@@ -165,21 +263,22 @@ func parsePgbenchOutput(out string) (pgbenchFigures, error) {
 // pgbenchCeiling is one pgbench workload: its settings, and once prepared
 // its database and script file.
 type pgbenchCeiling struct {
-	bin     string
-	rows    int
-	clients int
-	threads int
-	seconds int
-	dbURL   string // a throwaway database made by pgAdmin
-	script  string // path of the script file
-	version string
+	workload pgbenchWorkload
+	bin      string
+	rows     int
+	clients  int
+	threads  int
+	seconds  int
+	dbURL    string // a throwaway database made by pgAdmin
+	script   string // path of the script file
+	version  string
 }
 
 // newPgbenchCeiling sets up a pgbench run like the closed loop: as many
 // clients as its connections and its length in whole seconds (pgbench's -T
 // takes no fraction), on as many rows as the check scenario's pool.
-func newPgbenchCeiling(bin string, rows, clients int, closed time.Duration) *pgbenchCeiling {
-	return &pgbenchCeiling{bin: bin, rows: rows, clients: clients,
+func newPgbenchCeiling(bin string, workload pgbenchWorkload, rows, clients int, closed time.Duration) *pgbenchCeiling {
+	return &pgbenchCeiling{workload: workload, bin: bin, rows: rows, clients: clients,
 		threads: max(1, min(clients, runtime.NumCPU())), seconds: max(1, int(math.Round(closed.Seconds())))}
 }
 
@@ -189,17 +288,26 @@ func (c *pgbenchCeiling) prepare(ctx context.Context, pg *pgAdmin, dir string) e
 	if out, err := exec.CommandContext(ctx, c.bin, "--version").Output(); err == nil {
 		c.version = strings.TrimSpace(string(out))
 	}
-	dbURL, err := pg.create(ctx, "pgbench", "")
+	dbURL, err := pg.create(ctx, "pgbench_"+string(c.workload), "")
 	if err != nil {
 		return fmt.Errorf("pgbench database: %w", err)
 	}
 	// VACUUM ANALYZE after loading, as `pgbench -i` does for its own tables.
-	if err := execDB(ctx, dbURL, pgbenchTableSQL,
+	if c.workload == pgbenchCheck {
+		store, err := openStore(ctx, dbURL, "") // Verity's schema, by its own migrations
+		if err != nil {
+			return fmt.Errorf("pgbench check database: %w", err)
+		}
+		store.Close()
+		if err := execDB(ctx, dbURL, pgbenchCheckSeed(c.rows)...); err != nil {
+			return fmt.Errorf("pgbench check users: %w", err)
+		}
+	} else if err := execDB(ctx, dbURL, pgbenchTableSQL,
 		fmt.Sprintf("INSERT INTO bench_rows (id) SELECT generate_series(1, %d)", c.rows),
 		"VACUUM ANALYZE bench_rows"); err != nil {
 		return fmt.Errorf("pgbench table: %w", err)
 	}
-	script := filepath.Join(dir, "pgbench-update.sql")
+	script := filepath.Join(dir, "pgbench-"+string(c.workload)+".sql")
 	if err := os.WriteFile(script, []byte(c.scriptText()), 0o600); err != nil {
 		return fmt.Errorf("pgbench script: %w", err)
 	}
@@ -207,7 +315,12 @@ func (c *pgbenchCeiling) prepare(ctx context.Context, pg *pgAdmin, dir string) e
 	return nil
 }
 
-func (c *pgbenchCeiling) scriptText() string { return fmt.Sprintf(pgbenchScriptText, c.rows) }
+func (c *pgbenchCeiling) scriptText() string {
+	if c.workload == pgbenchCheck {
+		return pgbenchCheckScript(c.rows)
+	}
+	return fmt.Sprintf(pgbenchScriptText, c.rows)
+}
 
 // args are pgbench's arguments: no vacuum of the (absent) pgbench_* tables,
 // prepared statements, the custom script, and the database URL as dbname.
@@ -218,7 +331,7 @@ func (c *pgbenchCeiling) args(dbURL string) []string {
 
 // result is the run's settings, before any figure.
 func (c *pgbenchCeiling) result() pgbenchResult {
-	res := pgbenchResult{Version: c.version, Rows: c.rows, Clients: c.clients, Threads: c.threads, DurationSeconds: c.seconds}
+	res := pgbenchResult{Workload: c.workload, Version: c.version, Rows: c.rows, Clients: c.clients, Threads: c.threads, DurationSeconds: c.seconds}
 	if c.script != "" {
 		res.Script = c.scriptText()
 		res.Command = "pgbench " + strings.Join(c.args(redactURL(c.dbURL)), " ")
@@ -281,34 +394,38 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, " / ")
 }
 
-// measurePgbenchCeiling measures the pgbench ceiling (PostgreSQL only).
-// Only cancellation stops the run: a missing pgbench or a failed
-// measurement becomes a row that says why.
+// measurePgbenchCeiling measures the pgbench ceilings (PostgreSQL only):
+// the single-row update, then Verity's check statement. Only cancellation
+// stops the run: a missing pgbench or a failed measurement becomes a row
+// that says why.
 func (r *runner) measurePgbenchCeiling(ctx context.Context) error {
 	bin, lookErr := exec.LookPath("pgbench")
-	c := newPgbenchCeiling(bin, r.cfg.pool, r.cfg.conns, r.cfg.closedDur)
-	if lookErr != nil {
-		res := c.result()
-		res.Skipped = "pgbench is not installed (not found in PATH)"
-		r.results.Pgbench = &res
-		logf("pgbench ceiling skipped: %s: %v", res.Skipped, lookErr)
-		return nil
-	}
-	logf("pgbench ceiling (%d rows, %d clients, %d threads, %d s)", c.rows, c.clients, c.threads, c.seconds)
-	err := c.prepare(ctx, r.pg, r.tmp)
-	res := c.result()
-	if err == nil {
-		res, err = r.runPgbench(ctx, c)
-		r.pgbench = c
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	for _, workload := range []pgbenchWorkload{pgbenchUpdate, pgbenchCheck} {
+		c := newPgbenchCeiling(bin, workload, r.cfg.pool, r.cfg.conns, r.cfg.closedDur)
+		slot := r.results.pgbenchSlot(workload)
+		if lookErr != nil {
+			res := c.result()
+			res.Skipped = "pgbench is not installed (not found in PATH)"
+			*slot = &res
+			logf("pgbench %s ceiling skipped: %s: %v", workload, res.Skipped, lookErr)
+			continue
 		}
-		res.Error = err.Error()
-		logf("pgbench ceiling failed: %v", err)
+		logf("pgbench %s ceiling (%d rows, %d clients, %d threads, %d s)", workload, c.rows, c.clients, c.threads, c.seconds)
+		err := c.prepare(ctx, r.pg, r.tmp)
+		res := c.result()
+		if err == nil {
+			res, err = r.runPgbench(ctx, c)
+			r.pgbench = append(r.pgbench, c)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			res.Error = err.Error()
+			logf("pgbench %s ceiling failed: %v", workload, err)
+		}
+		*slot = &res
 	}
-	r.results.Pgbench = &res
 	return nil
 }
 
@@ -324,28 +441,31 @@ func (r *runner) runPgbench(ctx context.Context, c *pgbenchCeiling) (pgbenchResu
 	return res, err
 }
 
-// remeasureNoisyPgbench runs pgbench again when other processes disturbed
-// the first run, and keeps the quieter one.
+// remeasureNoisyPgbench runs each pgbench ceiling again when other
+// processes disturbed its first run, and keeps the quieter one.
 func (r *runner) remeasureNoisyPgbench(ctx context.Context) error {
-	first := r.results.Pgbench
-	if r.pgbench == nil || first == nil || first.Error != "" || first.OtherCPUCores < noisy {
-		return nil
-	}
-	logf("pgbench ceiling again: other processes kept %.2f cores busy during it", first.OtherCPUCores)
-	second, err := r.runPgbench(ctx, r.pgbench)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	for _, c := range r.pgbench {
+		slot := r.results.pgbenchSlot(c.workload)
+		first := *slot
+		if first == nil || first.Error != "" || first.OtherCPUCores < noisy {
+			continue
 		}
-		first.Notes = append(first.Notes, "measured again because other processes kept the CPUs busy, but the second run failed: "+firstLine(err.Error()))
-		return nil
+		logf("pgbench %s ceiling again: other processes kept %.2f cores busy during it", c.workload, first.OtherCPUCores)
+		second, err := r.runPgbench(ctx, c)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			first.Notes = append(first.Notes, "measured again because other processes kept the CPUs busy, but the second run failed: "+firstLine(err.Error()))
+			continue
+		}
+		kept, other := &second, first
+		if first.OtherCPUCores <= second.OtherCPUCores {
+			kept, other = first, &second
+		}
+		kept.Notes = append(kept.Notes, fmt.Sprintf("measured twice because other processes kept the CPUs busy; "+
+			"kept the quieter run (%.2f cores of other work), the other gave %s tps", kept.OtherCPUCores, num(other.TPS)))
+		*slot = kept
 	}
-	kept, other := &second, first
-	if first.OtherCPUCores <= second.OtherCPUCores {
-		kept, other = first, &second
-	}
-	kept.Notes = append(kept.Notes, fmt.Sprintf("measured twice because other processes kept the CPUs busy; "+
-		"kept the quieter run (%.2f cores of other work), the other gave %s tps", kept.OtherCPUCores, num(other.TPS)))
-	r.results.Pgbench = kept
 	return nil
 }

@@ -96,16 +96,17 @@ type machineInfo struct {
 
 // results is the whole JSON file.
 type results struct {
-	Date        string           `json:"date"`
-	Command     string           `json:"command"`
-	Backend     string           `json:"backend"`
-	Config      map[string]any   `json:"config"`
-	Machine     machineInfo      `json:"machine"`
-	Seed        seedInfo         `json:"seed"`
-	HTTPCeiling *scenarioResult  `json:"http_ceiling"`
-	Storage     *storageResult   `json:"storage_ceiling"`
-	Pgbench     *pgbenchResult   `json:"pgbench,omitempty"` // PostgreSQL only
-	Scenarios   []scenarioResult `json:"scenarios"`
+	Date         string           `json:"date"`
+	Command      string           `json:"command"`
+	Backend      string           `json:"backend"`
+	Config       map[string]any   `json:"config"`
+	Machine      machineInfo      `json:"machine"`
+	Seed         seedInfo         `json:"seed"`
+	HTTPCeiling  *scenarioResult  `json:"http_ceiling"`
+	Storage      *storageResult   `json:"storage_ceiling"`
+	Pgbench      *pgbenchResult   `json:"pgbench,omitempty"`       // PostgreSQL only: the single-row update
+	PgbenchCheck *pgbenchResult   `json:"pgbench_check,omitempty"` // PostgreSQL only: Verity's check statement
+	Scenarios    []scenarioResult `json:"scenarios"`
 }
 
 func newResults(cfg *config) results {
@@ -128,6 +129,14 @@ func newResults(cfg *config) results {
 		r.Config["sqlite_sync"] = cfg.sqliteSync
 	}
 	return r
+}
+
+// pgbenchSlot is where the result of a pgbench workload goes.
+func (r *results) pgbenchSlot(w pgbenchWorkload) **pgbenchResult {
+	if w == pgbenchCheck {
+		return &r.PgbenchCheck
+	}
+	return &r.Pgbench
 }
 
 // add appends a row.
@@ -158,6 +167,12 @@ func (r *results) finish() {
 		if r.Storage != nil {
 			pb.PctStorage = 100 * ratio(pb.TPS, r.Storage.CheckPIN.OpsPerSec)
 		}
+		if pc := r.PgbenchCheck; pc != nil && pc.TPS > 0 {
+			pc.PctPgbench = 100 * pc.TPS / pb.TPS
+		}
+	}
+	if pc := r.PgbenchCheck; pc != nil && pc.TPS > 0 && r.Storage != nil {
+		pc.PctStorage = 100 * ratio(pc.TPS, r.Storage.CheckPIN.OpsPerSec)
 	}
 }
 
@@ -212,8 +227,10 @@ func (r *results) markdown() string {
 		fmt.Fprintf(&b, "| storage ceiling (%s, in-process, closed loop) | %s | | 100%% | %.2f | %.2f | %.2f | %.2f | | | | %d |\n",
 			st.Backend, num(st.CheckPIN.OpsPerSec), l.P50, l.P90, l.P99, l.P999, st.CheckPIN.Errors)
 	}
-	if pb := r.Pgbench; pb != nil {
-		b.WriteString(pb.markdownRow())
+	for _, pb := range []*pgbenchResult{r.Pgbench, r.PgbenchCheck} {
+		if pb != nil {
+			b.WriteString(pb.markdownRow())
+		}
 	}
 	b.WriteString("\nLatencies are from the open loop at " + fmt.Sprint(r.Config["open_fraction"]) +
 		" × each row's peak, measured from each request's scheduled send time; the storage row's are per store call under the closed loop. " +
@@ -238,6 +255,9 @@ func (r *results) markdown() string {
 				b.WriteString(pgbenchShareLine(s.Name, *s.PctPgbench, pb.Clients, pool))
 			}
 		}
+	}
+	if pc := r.PgbenchCheck; pc != nil {
+		b.WriteString(pc.markdownNote())
 	}
 	fmt.Fprintf(&b, "- seed: %d users in %.1f s via %s%s\n", r.Seed.Users, r.Seed.Seconds, r.Seed.Method, noteSuffix(r.Seed.Error))
 	for _, s := range rows {

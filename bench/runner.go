@@ -21,7 +21,7 @@ type runner struct {
 	bin     string // the built verity binary
 	pg      *pgAdmin
 	capture *capture
-	pgbench *pgbenchCeiling // prepared pgbench ceiling, for a noisy-run retry
+	pgbench []*pgbenchCeiling // prepared pgbench ceilings, for a noisy-run retry
 
 	seedDir string // data dir of the seeded template
 	seedDB  string // postgres: the seeded template database

@@ -373,6 +373,13 @@ var decidingCheckSQL = `
 	)
 	SELECT r.*, EXISTS (SELECT 1 FROM consume) OR EXISTS (SELECT 1 FROM count_user) FROM r`
 
+// DecidingCheckSQL returns the statement a PIN check with the typed code's
+// hash runs (decidingCheckSQL: $1 the user, $2 the failure window start, $3
+// now, $4 the failure limit, $5 the service, $6 the PIN's try limit, $7 the
+// typed code's hash). The benchmark has pgbench run it on its own, to tell
+// PostgreSQL's cost for it from Verity's.
+func DecidingCheckSQL() string { return decidingCheckSQL }
+
 // decidingCheck runs decidingCheckSQL.
 func (db *DB) decidingCheck(ctx context.Context, c verity.PINCheck) (*verity.User, *verity.PIN, *verity.Factor, deciding, error) {
 	const op = "postgres.CheckPIN"
