@@ -142,7 +142,7 @@ func (r *runner) remeasureNoisyHTTPCeiling(ctx context.Context) error {
 }
 
 // measureCeilings measures the HTTP ceiling, the storage ceiling and,
-// with PostgreSQL, the pgbench ceiling.
+// with PostgreSQL, the pgbench ceilings.
 func (r *runner) measureCeilings(ctx context.Context) error {
 	res, err := r.measureHTTPCeiling(ctx)
 	if err != nil {
