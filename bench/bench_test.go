@@ -430,9 +430,11 @@ func TestPgbenchShareLine(t *testing.T) {
 	}
 }
 
-// TestPgbenchCeilingRuns runs the real pgbench for a second against
-// VERITY_TEST_POSTGRES_URL, when both are there.
-func TestPgbenchCeilingRuns(t *testing.T) {
+// pgbenchFixture returns the pgbench binary and a pgAdmin on
+// VERITY_TEST_POSTGRES_URL, whose databases are dropped after the test; it
+// skips the test when either is missing.
+func pgbenchFixture(t *testing.T) (string, *pgAdmin) {
+	t.Helper()
 	base := os.Getenv("VERITY_TEST_POSTGRES_URL")
 	if base == "" {
 		t.Skip("VERITY_TEST_POSTGRES_URL not set: the pgbench run is skipped")
@@ -450,6 +452,13 @@ func TestPgbenchCeilingRuns(t *testing.T) {
 			t.Error(err)
 		}
 	})
+	return bin, pg
+}
+
+// TestPgbenchCeilingRuns runs the real pgbench for a second against
+// VERITY_TEST_POSTGRES_URL, when both are there.
+func TestPgbenchCeilingRuns(t *testing.T) {
+	bin, pg := pgbenchFixture(t)
 	c := newPgbenchCeiling(bin, pgbenchUpdate, 100, 4, time.Second)
 	if err := c.prepare(t.Context(), pg, t.TempDir()); err != nil {
 		t.Fatal(err)
@@ -488,23 +497,7 @@ func TestPgbenchCheckScript(t *testing.T) {
 // against a PIN and one failure against its user, as many of each as
 // pgbench committed transactions.
 func TestPgbenchCheckCeilingCountsEveryTry(t *testing.T) {
-	base := os.Getenv("VERITY_TEST_POSTGRES_URL")
-	if base == "" {
-		t.Skip("VERITY_TEST_POSTGRES_URL not set: the pgbench run is skipped")
-	}
-	bin, err := exec.LookPath("pgbench")
-	if err != nil {
-		t.Skip("pgbench not installed: the pgbench run is skipped")
-	}
-	pg, err := newPGAdmin(t.Context(), base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := pg.dropAll(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
+	bin, pg := pgbenchFixture(t)
 	c := newPgbenchCeiling(bin, pgbenchCheck, 50, 2, time.Second)
 	if err := c.prepare(t.Context(), pg, t.TempDir()); err != nil {
 		t.Fatal(err)

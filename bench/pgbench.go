@@ -161,7 +161,14 @@ func (p *pgbenchResult) markdownNote() string {
 	if p.LatencyAvgMs > 0 {
 		fmt.Fprintf(&b, ", latency average %.2f ms", p.LatencyAvgMs)
 	}
-	fmt.Fprintf(&b, ", %s transactions (%d failed); PostgreSQL %.0f µs CPU/tx, pgbench %.0f µs CPU/tx; other processes kept %.2f cores busy.",
+	b.WriteString(", " + p.costs())
+	return b.String()
+}
+
+// costs ends a note: the transactions, what they cost, and the run's notes.
+func (p *pgbenchResult) costs() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s transactions (%d failed); PostgreSQL %.0f µs CPU/tx, pgbench %.0f µs CPU/tx; other processes kept %.2f cores busy.",
 		num(float64(p.Transactions)), p.Failed, p.PostgresCPUPerTx, p.PgbenchCPUPerTx, p.OtherCPUCores)
 	for _, n := range p.Notes {
 		fmt.Fprintf(&b, " %s.", n)
@@ -187,12 +194,7 @@ func (p *pgbenchResult) checkNote() string {
 	if p.PctPgbench > 0 {
 		fmt.Fprintf(&b, " = %.0f %% of the single-row update's rate: what wrong-code checks could reach against that target if Verity, HTTP and the load generator cost nothing (a right code only consumes the PIN, one row)", p.PctPgbench)
 	}
-	fmt.Fprintf(&b, "; %s transactions (%d failed); PostgreSQL %.0f µs CPU/tx, pgbench %.0f µs CPU/tx; other processes kept %.2f cores busy.",
-		num(float64(p.Transactions)), p.Failed, p.PostgresCPUPerTx, p.PgbenchCPUPerTx, p.OtherCPUCores)
-	for _, n := range p.Notes {
-		fmt.Fprintf(&b, " %s.", n)
-	}
-	b.WriteString("\n")
+	b.WriteString("; " + p.costs())
 	return b.String()
 }
 
