@@ -524,6 +524,31 @@ func TestPgbenchCheckCeilingCountsEveryTry(t *testing.T) {
 	t.Logf("pgbench check: %.0f tps, PostgreSQL %.0f µs CPU/tx, %d transactions", res.TPS, res.PostgresCPUPerTx, res.Transactions)
 }
 
+// TestPgbenchCheckShare: the check statement's pgbench rate is reported as
+// a share of the single-row update's, in the JSON and in its note.
+func TestPgbenchCheckShare(t *testing.T) {
+	cfg, err := parseFlags([]string{"-db", "postgres"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newResults(cfg)
+	r.Pgbench = &pgbenchResult{Workload: pgbenchUpdate, Clients: 64, TPS: 20000, Transactions: 100000}
+	r.PgbenchCheck = &pgbenchResult{Workload: pgbenchCheck, Clients: 64, TPS: 5000, Transactions: 25000}
+	r.finish()
+	if got := r.PgbenchCheck.PctPgbench; got != 25 {
+		t.Fatalf("the check statement's share of the update's rate = %v, want 25", got)
+	}
+	md := r.markdown()
+	for _, want := range []string{
+		"| pgbench running Verity's check statement (64 clients) | 5,000 |",
+		"): 5,000 tps = 25 % of the single-row update's rate",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("the report lacks %q:\n%s", want, md)
+		}
+	}
+}
+
 func TestPgbenchCeilingSkipsWithoutPgbench(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
 	cfg, err := parseFlags([]string{"-db", "postgres"})
