@@ -524,6 +524,50 @@ func TestPgbenchCheckCeilingCountsEveryTry(t *testing.T) {
 	t.Logf("pgbench check: %.0f tps, PostgreSQL %.0f µs CPU/tx, %d transactions", res.TPS, res.PostgresCPUPerTx, res.Transactions)
 }
 
+// TestAdjacentCeilingShare: a row's share of the HTTP ceiling measured
+// right after it is reported beside its share of the run's ceiling, and
+// every row of the table, whatever it holds, has the header's cells.
+func TestAdjacentCeilingShare(t *testing.T) {
+	cfg, err := parseFlags([]string{"-db", "postgres"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newResults(cfg)
+	r.HTTPCeiling = &scenarioResult{Name: "HTTP ceiling", Peak: 50000}
+	r.Storage = &storageResult{Backend: "postgres", CheckPIN: storeRate{OpsPerSec: 8000}}
+	r.Pgbench = &pgbenchResult{Workload: pgbenchUpdate, Clients: 64, TPS: 20000}
+	r.PgbenchCheck = &pgbenchResult{Workload: pgbenchCheck, Clients: 64, Skipped: "pgbench is not installed"}
+	r.add(scenarioResult{Name: "check", Description: "checks", Peak: 20000, AdjacentCeiling: &phaseJSON{OpsPerSec: 40000, ServerCPUPerOp: 21}})
+	r.add(scenarioResult{Name: "totp", Peak: 20000})
+	r.add(scenarioResult{Name: "start", Skipped: "no reason"})
+	r.finish()
+	if got := r.Scenarios[0].PctAdjacent; got != 50 {
+		t.Fatalf("check's share of the ceiling next to it = %v, want 50", got)
+	}
+	if got := r.Scenarios[1].PctAdjacent; got != 0 {
+		t.Fatalf("totp, with no ceiling next to it, has a share of %v", got)
+	}
+	md := r.markdown()
+	if !strings.Contains(md, "| check | 20,000 | 40% | 50% | 250% |") || !strings.Contains(md, "| totp | 20,000 | 40% |  | 250% |") {
+		t.Fatalf("the rows do not show both shares:\n%s", md)
+	}
+	if !strings.Contains(md, "The HTTP ceiling right after it: 40,000/s at 21 µs of server CPU per request") {
+		t.Errorf("check's note does not give the ceiling next to it:\n%s", md)
+	}
+	header := -1
+	for line := range strings.Lines(md) {
+		if !strings.HasPrefix(line, "|") {
+			continue
+		}
+		cells := strings.Count(line, "|")
+		if header < 0 {
+			header = cells
+		} else if cells != header {
+			t.Errorf("%d cell borders where the header has %d: %s", cells, header, line)
+		}
+	}
+}
+
 // TestPgbenchCheckShare: the check statement's pgbench rate is reported as
 // a share of the single-row update's, in the JSON and in its note.
 func TestPgbenchCheckShare(t *testing.T) {

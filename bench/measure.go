@@ -120,6 +120,34 @@ func (r *runner) measureLatencyFloors(ctx context.Context) error {
 	return nil
 }
 
+// adjacentCeilingMax bounds the closed loop of the HTTP ceiling measured
+// right after each row.
+const adjacentCeilingMax = 3 * time.Second
+
+// measureAdjacentCeiling measures the HTTP ceiling's closed loop again, for
+// -closed or adjacentCeilingMax, whichever is shorter. Run right after a
+// row, it shares the row's moment: this machine's speed drifts by tens of
+// percent within minutes (two runs of one commit, minutes apart, gave one
+// row 27,012 and 17,100/s), so a row's share of this ceiling says more
+// about Verity than its share of the one measured at the start of the run.
+func (r *runner) measureAdjacentCeiling(ctx context.Context) (*phaseJSON, error) {
+	waitQuiet(ctx, r.cfg.quietWait)
+	p, tg, err := r.startCeilingServer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer r.release(p)
+	defer tg.close()
+	m := newMeters(p.pid, false)
+	ph, err := measureClosed(ctx, ceilingScenario(), tg, r.cfg.conns, min(r.cfg.closedDur, adjacentCeilingMax), m)
+	m.record(&ph)
+	if err != nil {
+		return nil, err
+	}
+	res := newPhaseJSON(ph, 0)
+	return &res, nil
+}
+
 // remeasureNoisyHTTPCeiling measures the HTTP ceiling again when other
 // processes disturbed the first measurement, and keeps the quieter one.
 func (r *runner) remeasureNoisyHTTPCeiling(ctx context.Context) error {
@@ -333,6 +361,18 @@ func (r *runner) runRow(ctx context.Context, spec rowSpec) (scenarioResult, erro
 		res.Notes = append(res.Notes, sc.pool.notes(min(len(r.uids), r.cfg.pool))...)
 	case *mixScenario:
 		res.Notes = append(res.Notes, sc.pool.notes(min(len(r.uids), r.cfg.pool))...)
+	}
+	if res.Peak > 0 {
+		logf("  the HTTP ceiling next to it")
+		adjacent, err := r.measureAdjacentCeiling(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return res, ctx.Err()
+		case err != nil:
+			res.Notes = append(res.Notes, "the HTTP ceiling next to it failed: "+firstLine(err.Error()))
+		default:
+			res.AdjacentCeiling = adjacent
+		}
 	}
 	return res, nil
 }

@@ -132,15 +132,15 @@ func (p *pgbenchResult) markdownRow() string {
 	}
 	switch {
 	case p.Skipped != "":
-		return fmt.Sprintf("| %s | skipped: %s | | | | | | | | | | |\n", name, p.Skipped)
+		return fmt.Sprintf("| %s | skipped: %s | | | | | | | | | | | |\n", name, p.Skipped)
 	case p.Error != "":
-		return fmt.Sprintf("| %s | error: %s | | | | | | | | | | |\n", name, firstLine(p.Error))
+		return fmt.Sprintf("| %s | error: %s | | | | | | | | | | | |\n", name, firstLine(p.Error))
 	}
 	pctStorage := ""
 	if p.PctStorage > 0 {
 		pctStorage = fmt.Sprintf("%.0f%%", p.PctStorage)
 	}
-	return fmt.Sprintf("| %s | %s | | %s | | | | | | | | %d |\n", name, num(p.TPS), pctStorage, p.Failed)
+	return fmt.Sprintf("| %s | %s | | | %s | | | | | | | | %d |\n", name, num(p.TPS), pctStorage, p.Failed)
 }
 
 // markdownNote says what pgbench ran and what it cost, or why it did not run.

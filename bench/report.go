@@ -64,7 +64,11 @@ type scenarioResult struct {
 	// LatencyFloor is the HTTP ceiling server driven at this row's
 	// open-loop rate: the latency of doing nothing at the same load.
 	LatencyFloor *phaseJSON `json:"latency_floor,omitempty"`
-	Notes        []string   `json:"notes,omitempty"`
+	// AdjacentCeiling is the HTTP ceiling's closed loop measured right
+	// after this row, and PctAdjacent the row's peak as a share of it.
+	AdjacentCeiling *phaseJSON `json:"adjacent_http_ceiling,omitempty"`
+	PctAdjacent     float64    `json:"pct_of_adjacent_http_ceiling,omitempty"`
+	Notes           []string   `json:"notes,omitempty"`
 }
 
 func newScenarioResult(name, description string, m measurement, rss int64) scenarioResult {
@@ -152,6 +156,9 @@ func (r *results) finish() {
 		if r.Storage != nil {
 			s.PctStorage = 100 * ratio(s.Peak, r.Storage.CheckPIN.OpsPerSec)
 		}
+		if s.AdjacentCeiling != nil {
+			s.PctAdjacent = 100 * ratio(s.Peak, s.AdjacentCeiling.OpsPerSec)
+		}
 	}
 	if r.HTTPCeiling != nil && r.Storage != nil {
 		r.HTTPCeiling.PctHTTP = 100
@@ -195,8 +202,8 @@ func (r *results) markdown() string {
 	fmt.Fprintf(&b, "\n### Verity benchmark, %s: %s, %d users, %d connections\n\n", r.Date, backend, r.Seed.Users, r.Config["connections"])
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s RAM, Linux %s, %s. Command: `%s`.\n\n",
 		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.MemTotal, r.Machine.Kernel, r.Machine.GoVersion, r.Command)
-	b.WriteString("| scenario | peak ops/s | % of HTTP ceiling | % of storage ceiling | p50 ms | p90 ms | p99 ms | p99.9 ms | floor p99 ms | CPU µs/op | peak RSS MB | errors |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| scenario | peak ops/s | % of HTTP ceiling | % of HTTP ceiling next to it | % of storage ceiling | p50 ms | p90 ms | p99 ms | p99.9 ms | floor p99 ms | CPU µs/op | peak RSS MB | errors |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	rows := slices.Clone(r.Scenarios)
 	if r.HTTPCeiling != nil {
 		rows = append(rows, *r.HTTPCeiling)
@@ -207,7 +214,7 @@ func (r *results) markdown() string {
 			if why == "" {
 				why = "error: " + firstLine(s.Error)
 			}
-			fmt.Fprintf(&b, "| %s | %s | | | | | | | | | | |\n", s.Name, why)
+			fmt.Fprintf(&b, "| %s | %s | | | | | | | | | | | |\n", s.Name, why)
 			continue
 		}
 		name := s.Name
@@ -219,12 +226,16 @@ func (r *results) markdown() string {
 		if s.LatencyFloor != nil {
 			floor = fmt.Sprintf("%.2f", s.LatencyFloor.Latency.P99)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.0f%% | %.0f%% | %.2f | %.2f | %.2f | %.2f | %s | %.0f | %.0f | %d |\n",
-			name, num(s.Peak), s.PctHTTP, s.PctStorage, l.P50, l.P90, l.P99, l.P999, floor, s.CPUPerOp, s.PeakRSSMB, s.Closed.Errors+s.Open.Errors)
+		adjacent := ""
+		if s.PctAdjacent > 0 {
+			adjacent = fmt.Sprintf("%.0f%%", s.PctAdjacent)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.0f%% | %s | %.0f%% | %.2f | %.2f | %.2f | %.2f | %s | %.0f | %.0f | %d |\n",
+			name, num(s.Peak), s.PctHTTP, adjacent, s.PctStorage, l.P50, l.P90, l.P99, l.P999, floor, s.CPUPerOp, s.PeakRSSMB, s.Closed.Errors+s.Open.Errors)
 	}
 	if st := r.Storage; st != nil {
 		l := st.CheckPIN.Latency
-		fmt.Fprintf(&b, "| storage ceiling (%s, in-process, closed loop) | %s | | 100%% | %.2f | %.2f | %.2f | %.2f | | | | %d |\n",
+		fmt.Fprintf(&b, "| storage ceiling (%s, in-process, closed loop) | %s | | | 100%% | %.2f | %.2f | %.2f | %.2f | | | | %d |\n",
 			st.Backend, num(st.CheckPIN.OpsPerSec), l.P50, l.P90, l.P99, l.P999, st.CheckPIN.Errors)
 	}
 	for _, pb := range []*pgbenchResult{r.Pgbench, r.PgbenchCheck} {
@@ -235,7 +246,8 @@ func (r *results) markdown() string {
 	b.WriteString("\nLatencies are from the open loop at " + fmt.Sprint(r.Config["open_fraction"]) +
 		" × each row's peak, measured from each request's scheduled send time; the storage row's are per store call under the closed loop. " +
 		"Floor p99 is the HTTP ceiling server's p99 when driven the same way at the same rate: the latency of a server that does nothing, on this machine, with the generator beside it. " +
-		"CPU µs/op is the server process's user+system time over both measured phases divided by their requests.\n\n")
+		"CPU µs/op is the server process's user+system time over both measured phases divided by their requests. " +
+		"The HTTP ceiling next to a row is its closed loop measured again right after that row (at most 3 s): this machine's speed can drift by tens of percent within minutes, and the ceiling measured next to a row drifted with it.\n\n")
 	if st := r.Storage; st != nil {
 		how := "read, judge and write in the writer's transaction"
 		if st.Backend == "postgres" {
@@ -274,6 +286,9 @@ func (r *results) markdown() string {
 			fmt.Fprintf(&b, ", PostgreSQL %.0f µs CPU/op", s.DBCPUPerOp)
 		}
 		fmt.Fprintf(&b, "; other processes kept %.2f / %.2f cores busy (closed / open loop).", s.Closed.OtherCPUCores, s.Open.OtherCPUCores)
+		if a := s.AdjacentCeiling; a != nil {
+			fmt.Fprintf(&b, " The HTTP ceiling right after it: %s/s at %.0f µs of server CPU per request, other processes %.2f cores.", num(a.OpsPerSec), a.ServerCPUPerOp, a.OtherCPUCores)
+		}
 		for _, f := range []map[string]int{s.Closed.Failures, s.Open.Failures} {
 			if len(f) > 0 {
 				fmt.Fprintf(&b, " Failures: %s.", kinds(f))
