@@ -131,16 +131,20 @@ const adjacentCeilingMax = 3 * time.Second
 // row 27,012 and 17,100/s), so a row's share of this ceiling says more
 // about Verity than its share of the one measured at the start of the run.
 func (r *runner) measureAdjacentCeiling(ctx context.Context) (*phaseJSON, error) {
+	syscall.Sync() // the row's writes, out of the way first, as before a row
 	waitQuiet(ctx, r.cfg.quietWait)
 	p, tg, err := r.startCeilingServer(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer r.release(p)
-	defer tg.close()
-	m := newMeters(p.pid, false)
+	m := newMeters(p.pid, r.cfg.db == "postgres") // as the run's own ceiling is metered
 	ph, err := measureClosed(ctx, ceilingScenario(), tg, r.cfg.conns, min(r.cfg.closedDur, adjacentCeilingMax), m)
 	m.record(&ph)
+	tg.close()
+	err = errors.Join(err, r.release(p))
+	if err == nil && ph.ok == 0 {
+		err = fmt.Errorf("no request answered as expected (%d sent)", ph.ops)
+	}
 	if err != nil {
 		return nil, err
 	}

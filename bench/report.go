@@ -287,7 +287,11 @@ func (r *results) markdown() string {
 		}
 		fmt.Fprintf(&b, "; other processes kept %.2f / %.2f cores busy (closed / open loop).", s.Closed.OtherCPUCores, s.Open.OtherCPUCores)
 		if a := s.AdjacentCeiling; a != nil {
-			fmt.Fprintf(&b, " The HTTP ceiling right after it: %s/s at %.0f µs of server CPU per request, other processes %.2f cores.", num(a.OpsPerSec), a.ServerCPUPerOp, a.OtherCPUCores)
+			fmt.Fprintf(&b, " The HTTP ceiling right after it: %s/s at %.0f µs of server CPU per request, other processes %.2f cores", num(a.OpsPerSec), a.ServerCPUPerOp, a.OtherCPUCores)
+			if a.Errors > 0 {
+				fmt.Fprintf(&b, ", %d requests not answered as expected (%s)", a.Errors, kinds(a.Failures))
+			}
+			b.WriteString(".")
 		}
 		for _, f := range []map[string]int{s.Closed.Failures, s.Open.Failures} {
 			if len(f) > 0 {
