@@ -430,10 +430,10 @@ func TestPgbenchShareLine(t *testing.T) {
 	}
 }
 
-// pgbenchFixture returns the pgbench binary and a pgAdmin on
-// VERITY_TEST_POSTGRES_URL, whose databases are dropped after the test; it
-// skips the test when either is missing.
-func pgbenchFixture(t *testing.T) (string, *pgAdmin) {
+// runPgbenchCeiling prepares and runs a pgbench ceiling for a second on a
+// throwaway database of VERITY_TEST_POSTGRES_URL, dropped after the test;
+// it skips the test when PostgreSQL or pgbench is missing.
+func runPgbenchCeiling(t *testing.T, workload pgbenchWorkload, rows, clients int) (*pgbenchCeiling, pgbenchResult) {
 	t.Helper()
 	base := os.Getenv("VERITY_TEST_POSTGRES_URL")
 	if base == "" {
@@ -452,14 +452,7 @@ func pgbenchFixture(t *testing.T) (string, *pgAdmin) {
 			t.Error(err)
 		}
 	})
-	return bin, pg
-}
-
-// TestPgbenchCeilingRuns runs the real pgbench for a second against
-// VERITY_TEST_POSTGRES_URL, when both are there.
-func TestPgbenchCeilingRuns(t *testing.T) {
-	bin, pg := pgbenchFixture(t)
-	c := newPgbenchCeiling(bin, pgbenchUpdate, 100, 4, time.Second)
+	c := newPgbenchCeiling(bin, workload, rows, clients, time.Second)
 	if err := c.prepare(t.Context(), pg, t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
@@ -467,6 +460,13 @@ func TestPgbenchCeilingRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, res
+}
+
+// TestPgbenchCeilingRuns runs the real pgbench for a second against
+// VERITY_TEST_POSTGRES_URL, when both are there.
+func TestPgbenchCeilingRuns(t *testing.T) {
+	_, res := runPgbenchCeiling(t, pgbenchUpdate, 100, 4)
 	if res.TPS <= 0 || res.Transactions == 0 || res.Clients != 4 || res.DurationSeconds != 1 || !strings.Contains(res.Command, "-M prepared -c 4") {
 		t.Fatalf("pgbench run = %+v; want transactions at 4 clients for 1 s", res)
 	}
@@ -497,15 +497,7 @@ func TestPgbenchCheckScript(t *testing.T) {
 // against a PIN and one failure against its user, as many of each as
 // pgbench committed transactions.
 func TestPgbenchCheckCeilingCountsEveryTry(t *testing.T) {
-	bin, pg := pgbenchFixture(t)
-	c := newPgbenchCeiling(bin, pgbenchCheck, 50, 2, time.Second)
-	if err := c.prepare(t.Context(), pg, t.TempDir()); err != nil {
-		t.Fatal(err)
-	}
-	res, err := c.run(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, res := runPgbenchCeiling(t, pgbenchCheck, 50, 2)
 	if res.Workload != pgbenchCheck || res.TPS <= 0 || res.Transactions == 0 || res.Failed != 0 {
 		t.Fatalf("pgbench check run = %+v; want transactions and no failure", res)
 	}
