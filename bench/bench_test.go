@@ -484,7 +484,7 @@ func TestPgbenchCheckScript(t *testing.T) {
 	if p := sqlPlaceholder.FindString(stmt); p != "" {
 		t.Fatalf("placeholder %s has no stand-in in the script:\n%s", p, stmt)
 	}
-	for _, want := range []string{"WITH r AS (", "('u' || :id)", "decode('02" + strings.Repeat("00", 32) + "', 'hex')"} {
+	for _, want := range []string{"WITH c AS (", "ARRAY['u' || :id]", "ARRAY[decode('02" + strings.Repeat("00", 32) + "', 'hex')"} {
 		if !strings.Contains(stmt, want) {
 			t.Errorf("the script's statement lacks %q:\n%s", want, stmt)
 		}

@@ -53,17 +53,17 @@ const (
 )
 
 // pgbenchCheckArgs stand in the check script for DecidingCheckSQL's
-// parameters: a random seeded user, now, limits no run reaches (so every
-// check writes), and a typed hash with the PINs' tag byte that matches none
-// of them.
+// parameters, arrays of one element, a check alone in its statement: a
+// random seeded user, now, limits no run reaches (so every check writes),
+// and a typed hash with the PINs' tag byte that matches none of them.
 var pgbenchCheckArgs = map[string]string{
-	"1": "('u' || :id)",
-	"2": "(now() - interval '1 hour')",
-	"3": "now()",
-	"4": strconv.Itoa(unlimited),
-	"5": "'bench'",
-	"6": strconv.Itoa(unlimited),
-	"7": "decode('02" + strings.Repeat("00", 32) + "', 'hex')",
+	"1": "ARRAY['u' || :id]",
+	"2": "ARRAY['bench']",
+	"3": "ARRAY[now() - interval '1 hour']",
+	"4": "ARRAY[now()]",
+	"5": "ARRAY[" + strconv.Itoa(unlimited) + "]",
+	"6": "ARRAY[" + strconv.Itoa(unlimited) + "]",
+	"7": "ARRAY[decode('02" + strings.Repeat("00", 32) + "', 'hex')]",
 }
 
 // sqlPlaceholder is a positional parameter: $ and digits.

@@ -180,8 +180,11 @@ func TestCheckByHashRechecksWhatAConcurrentWriteChanged(t *testing.T) {
 			}
 			results := make(chan result, waiting)
 			for range waiting {
+				// A store each, as nodes: one store runs a user's
+				// checks one statement after another.
+				node := mustOpen(t, f.url, postgres.Options{})
 				go func() {
-					out, err := f.db.CheckPIN(ctx, hashCheck(f, now, typed, byHash(typed)))
+					out, err := node.CheckPIN(ctx, hashCheck(f, now, typed, byHash(typed)))
 					results <- result{out, err}
 				}()
 			}

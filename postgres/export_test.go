@@ -38,3 +38,21 @@ func (db *DB) Warm(ctx context.Context) error {
 	}
 	return nil
 }
+
+// SetCheckBatching replaces the store's check batcher with one that puts
+// up to batch checks into a statement and runs at most leaders statements
+// at once. Call it before the store is used.
+func (db *DB) SetCheckBatching(batch, leaders int) {
+	db.checks = &checkBatcher{db: db, maxBatch: batch, maxLeaders: leaders, inFlight: map[string]int{}}
+}
+
+// QueuedChecks counts the checks waiting for a statement.
+func (db *DB) QueuedChecks() int {
+	db.checks.mu.Lock()
+	defer db.checks.mu.Unlock()
+	return len(db.checks.queue)
+}
+
+// FailSharedChecks makes every statement that several checks share fail
+// with fail's error before it is sent. Call it before the store is used.
+func (db *DB) FailSharedChecks(fail func() error) { db.failSharedCheck = fail }

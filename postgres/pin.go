@@ -148,7 +148,7 @@ var (
 	userWithPINFrom = `
 		FROM users u LEFT JOIN LATERAL (
 		  SELECT * FROM pins WHERE user_id = u.id ORDER BY seq DESC LIMIT 1) p ON true`
-	userWithPINColumns = prefixed("u.", userColumns) + `, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at`
+	userWithPINColumns = prefixed("u.", userColumns) + `, ` + prefixed("p.", checkedPINColumns)
 	userWithPINQuery   = `SELECT ` + userWithPINColumns + userWithPINFrom + `
 		WHERE u.id = $1 AND u.service_id = $2`
 	checkPINQuery = `SELECT ` + userWithPINColumns + `, ` + prefixed("f.", factorColumns) + userWithPINFrom + `
@@ -311,95 +311,118 @@ func (d deciding) verdict() verity.PINVerdict {
 }
 
 // decidingCheckSQL reads what userWithPINAndApp reads and, in the same
-// statement, applies a PIN check's verdict: $1 the user, $2 the failure
-// window start, $3 now, $4 the failure limit (countUserFailure's
-// parameters), $5 the service, $6 the PIN's try limit, $7 the typed code's
-// hash.
+// statement, applies a PIN check's verdict, for a batch of checks of
+// distinct users (checkBatcher gathers them): element k of each array
+// parameter is check k's, $1 the user, $2 the service, $3 the failure
+// window start, $4 now, $5 the failure limit, $6 the PIN's try limit, $7
+// the typed code's hash. A check of a user not in its service has no row.
 //
-// r decides when the user's latest start was not the authenticator app
-// (last_method "" or "sms", as verity.User.LastMethod says), its newest PIN is
-// pending (unused, unexpired, under its try limit), the user is not locked
-// out, and the PIN's hash has the typed hash's length and tag byte; it then
-// compares the MACs after the tag in constant time: the XOR of the two, as
-// 256 bits, ORed together in four 64-bit words, is zero only when they are
-// equal, and no step depends on where they differ. r is read once, from
-// the statement's snapshot, and every part below sees the same snapshot.
+// r decides a check when the user's latest start was not the authenticator
+// app (last_method "" or "sms", as verity.User.LastMethod says), its newest
+// PIN is pending (unused, unexpired, under its try limit), the user is not
+// locked out, and the PIN's hash has the typed hash's length and tag byte;
+// it then compares the MACs after the tag in constant time: the XOR of the
+// two, as 256 bits, ORed together in four 64-bit words, is zero only when
+// they are equal, and no step depends on where they differ. r is read once,
+// from the statement's snapshot, and every part below sees the same one.
+//
+// locked then locks every decided check's user, in id order, as every
+// batch does: a statement holding several users' rows waits only for a user
+// later in that order, and touches a PIN only under its own lock of the
+// PIN's user (StartPIN and countFailedTrySQL take them in the same order,
+// one user each), so batches on any number of nodes cannot deadlock. For a
+// wrong code the lock also re-checks the lockout on the committed row,
+// leaving out a user that reached its limit meanwhile.
 //
 // A right code consumes the PIN (consume) if the row itself is still
 // unused, unexpired and under its try limit; that it is the user's newest
 // PIN and the user is not locked out, r saw in the statement's snapshot, as
-// ConsumePIN's subqueries see them in its own. A wrong one counts the try as countFailedTrySQL does
-// (lock_user, count_pin, count_user: the user's row is locked first and the
-// lockout re-checked on its committed version, then the PIN, then the
-// user's failure). A concurrent UPDATE of the same row makes the write wait
-// and re-evaluate its WHERE on the committed row, so, as with the separate
-// statements, at most one check consumes a PIN and no counter passes its
-// limit; a write that finds the row changed applies nothing, and CheckPIN
-// reads again.
+// ConsumePIN's subqueries see them in its own. A wrong one counts the try
+// against the PIN (count_pin) and then the user's failure (count_user), on
+// the row locked holds, as countFailedTrySQL does. A concurrent UPDATE of
+// the same row makes a write wait and re-evaluate its WHERE on the
+// committed row, so, as with the separate statements, at most one check
+// consumes a PIN and no counter passes its limit; a check whose write finds
+// the row changed applies nothing, and CheckPIN reads again.
 var decidingCheckSQL = `
-	WITH r AS (
-	  SELECT ` + userWithPINColumns + `, ` + prefixed("f.", factorColumns) + `, p.id AS pin_id, d.decides,
-	    CASE WHEN d.decides THEN (
+	WITH c AS (
+	  SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::int[], $6::int[], $7::bytea[])
+	    WITH ORDINALITY AS c(user_id, service_id, window_start, now, failure_limit, max_attempts, code_hash, n)
+	), r AS (
+	  SELECT ` + aliased("u", userColumns) + `, ` + aliased("p", checkedPINColumns) + `, ` + aliased("f", factorColumns) + `,
+	    d.decides, CASE WHEN d.decides THEN (
 	      SELECT (substring(x FROM 1 FOR 64)::bigint | substring(x FROM 65 FOR 64)::bigint
 	            | substring(x FROM 129 FOR 64)::bigint | substring(x FROM 193 FOR 64)::bigint) = 0
 	      FROM (SELECT ('x' || encode(substring(p.hash FROM 2), 'hex'))::bit(256)
-	                 # ('x' || encode(substring($7::bytea FROM 2), 'hex'))::bit(256) AS x) xor
-	    ) ELSE false END AS matches` + userWithPINFrom + `
-	  LEFT JOIN factors f ON f.user_id = u.id AND f.status = 'active'
+	                 # ('x' || encode(substring(c.code_hash FROM 2), 'hex'))::bit(256) AS x) xor
+	    ) ELSE false END AS matches,
+	    c.n, c.window_start, c.now, c.failure_limit, c.max_attempts
+	  FROM c JOIN users u ON u.id = c.user_id AND u.service_id = c.service_id
+	  LEFT JOIN LATERAL (SELECT * FROM pins WHERE user_id = u.id ORDER BY seq DESC LIMIT 1) p ON true
+	  LEFT JOIN LATERAL (SELECT * FROM factors WHERE user_id = u.id AND status = 'active') f ON true
 	  CROSS JOIN LATERAL (SELECT COALESCE(
-	    u.last_method <> 'totp' AND p.consumed_at IS NULL AND p.expires_at > $3 AND p.attempts < $6
-	    AND (u.failure_window_start IS NULL OR u.failure_window_start <= $2 OR u.failure_count < $4)
-	    AND length(p.hash) = 33 AND length($7::bytea) = 33 AND get_byte(p.hash, 0) = get_byte($7::bytea, 0),
+	    u.last_method <> 'totp' AND p.consumed_at IS NULL AND p.expires_at > c.now AND p.attempts < c.max_attempts
+	    AND (u.failure_window_start IS NULL OR u.failure_window_start <= c.window_start OR u.failure_count < c.failure_limit)
+	    AND length(p.hash) = 33 AND length(c.code_hash) = 33 AND get_byte(p.hash, 0) = get_byte(c.code_hash, 0),
 	    false) AS decides) d
-	  WHERE u.id = $1 AND u.service_id = $5
+	), locked AS (
+	  SELECT u.id FROM r JOIN users u ON u.id = r.u_id
+	  WHERE r.decides AND (r.matches
+	    OR u.failure_window_start IS NULL OR u.failure_window_start <= r.window_start OR u.failure_count < r.failure_limit)
+	  ORDER BY u.id
+	  FOR NO KEY UPDATE OF u
 	), consume AS (
-	  UPDATE pins SET consumed_at = $3
-	  WHERE id = (SELECT pin_id FROM r WHERE matches) AND user_id = $1
-	    AND consumed_at IS NULL AND expires_at > $3 AND attempts < $6
-	  RETURNING 1
-	), lock_user AS (
-	  SELECT id FROM users WHERE id = $1 AND ` + userNotLockedOut + `
-	    AND EXISTS (SELECT 1 FROM r WHERE decides AND NOT matches)
-	  FOR NO KEY UPDATE
+	  UPDATE pins p SET consumed_at = r.now
+	  FROM r JOIN locked l ON l.id = r.u_id
+	  WHERE r.matches AND p.id = r.p_id AND p.user_id = r.u_id
+	    AND p.consumed_at IS NULL AND p.expires_at > r.now AND p.attempts < r.max_attempts
+	  RETURNING p.user_id
 	), count_pin AS (
-	  UPDATE pins SET attempts = attempts + 1
-	  WHERE id = (SELECT pin_id FROM r) AND user_id = $1
-	    AND consumed_at IS NULL AND expires_at > $3 AND attempts < $6
-	    AND EXISTS (SELECT 1 FROM lock_user)
-	  RETURNING 1
-	), count_user AS (` + countUserFailure + `
-	  WHERE id = $1 AND EXISTS (SELECT 1 FROM count_pin)
-	  RETURNING 1
+	  UPDATE pins p SET attempts = p.attempts + 1
+	  FROM r JOIN locked l ON l.id = r.u_id
+	  WHERE NOT r.matches AND p.id = r.p_id AND p.user_id = r.u_id
+	    AND p.consumed_at IS NULL AND p.expires_at > r.now AND p.attempts < r.max_attempts
+	  RETURNING p.user_id
+	), count_user AS (
+	  UPDATE users u SET
+	    failure_count = CASE WHEN u.failure_window_start > r.window_start THEN u.failure_count + 1 ELSE 1 END,
+	    failure_window_start = CASE WHEN u.failure_window_start > r.window_start THEN u.failure_window_start ELSE r.now END
+	  FROM r JOIN count_pin cp ON cp.user_id = r.u_id
+	  WHERE u.id = r.u_id
+	  RETURNING u.id
 	)
-	SELECT r.*, EXISTS (SELECT 1 FROM consume) OR EXISTS (SELECT 1 FROM count_user) FROM r`
+	SELECT ` + aliasedNames("u", userColumns) + `, ` + aliasedNames("p", checkedPINColumns) + `, ` + aliasedNames("f", factorColumns) + `,
+	  r.decides, r.matches, r.n, r.u_id IN (SELECT user_id FROM consume) OR r.u_id IN (SELECT id FROM count_user)
+	FROM r`
 
-// DecidingCheckSQL returns the statement a PIN check with the typed code's
-// hash runs (decidingCheckSQL: $1 the user, $2 the failure window start, $3
-// now, $4 the failure limit, $5 the service, $6 the PIN's try limit, $7 the
-// typed code's hash). The benchmark has pgbench run it on its own, to tell
-// PostgreSQL's cost for it from Verity's.
+// DecidingCheckSQL returns the statement PIN checks with the typed code's
+// hash run (decidingCheckSQL: element k of each array parameter is check
+// k's; $1 the user, $2 the service, $3 the failure window start, $4 now, $5
+// the failure limit, $6 the PIN's try limit, $7 the typed code's hash). The
+// benchmark has pgbench run it on its own, to tell PostgreSQL's cost for it
+// from Verity's.
 func DecidingCheckSQL() string { return decidingCheckSQL }
 
-// decidingCheck runs decidingCheckSQL.
-func (db *DB) decidingCheck(ctx context.Context, c verity.PINCheck) (*verity.User, *verity.PIN, *verity.Factor, deciding, error) {
-	const op = "postgres.CheckPIN"
-	if !storable(c.ServiceID, c.UserID) {
-		return nil, nil, nil, deciding{}, notFound(op)
+// checkedPINColumns are the columns of a PIN that a check reads.
+const checkedPINColumns = `id, hash, created_at, expires_at, attempts, consumed_at`
+
+// aliased selects every column of a comma-separated list from a table
+// alias under a name of its own, alias_column: a CTE that holds several
+// tables' columns then names each once.
+func aliased(alias, columns string) string {
+	var b strings.Builder
+	for i, col := range strings.Split(columns, ", ") {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(alias + "." + col + " AS " + alias + "_" + col)
 	}
-	ctx, cancel := db.bound(ctx)
-	defer cancel()
-	var pin nullPIN
-	var app nullFactor
-	var pinID *string
-	var d deciding
-	dest := append(append(pin.dest(), app.dest()...), &pinID, &d.decided, &d.matched, &d.applied)
-	u, err := scanUser(db.pool.QueryRow(ctx, decidingCheckSQL,
-		c.UserID, ts(c.FailureWindowStart), ts(c.Now), c.FailureLimit, c.ServiceID, c.MaxAttempts, c.CodeHash),
-		dest...)
-	if err != nil {
-		return nil, nil, nil, deciding{}, translate(op, err)
-	}
-	return u, pin.get(u.ID), app.get(), d, nil
+	return b.String()
+}
+
+// aliasedNames lists the names aliased gives the columns.
+func aliasedNames(alias, columns string) string {
+	return alias + "_" + strings.ReplaceAll(columns, ", ", ", "+alias+"_")
 }
 
 // prefixed qualifies every column of a comma-separated list with a table alias.

@@ -107,6 +107,13 @@ type Options struct {
 	// URL's default_query_exec_mode, else pgx.QueryExecModeCacheStatement.
 	// Behind PgBouncer in transaction mode use pgx.QueryExecModeCacheDescribe.
 	QueryExecMode pgx.QueryExecMode
+
+	// CheckBatch is how many concurrent PIN checks one statement may
+	// decide together; default DefaultCheckBatch, 1 for a statement per
+	// check. Checks queue for a statement only while a quarter of the
+	// pool's connections already run check statements, so a lone check
+	// never waits.
+	CheckBatch int
 }
 
 // DB is a verity.Store on a PostgreSQL database, safe for concurrent use by
@@ -114,6 +121,9 @@ type Options struct {
 type DB struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration // per store call; 0 for none
+	checks  *checkBatcher
+
+	failSharedCheck func() error // tests: fails a shared check statement before it is sent
 }
 
 var _ verity.Store = (*DB)(nil)
@@ -135,6 +145,7 @@ func open(ctx context.Context, cfg *pgxpool.Config, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
 	db := &DB{pool: pool, timeout: opts.StatementTimeout}
+	db.checks = newCheckBatcher(db, opts.CheckBatch, int(cfg.MaxConns))
 	switch {
 	case opts.StatementTimeout == 0:
 		db.timeout = DefaultStatementTimeout

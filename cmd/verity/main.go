@@ -15,6 +15,7 @@ import (
 	"github.com/verityhq/verity"
 	"github.com/verityhq/verity/app"
 	"github.com/verityhq/verity/internal/storeopen"
+	"github.com/verityhq/verity/postgres"
 	"github.com/verityhq/verity/secretbox"
 	"github.com/verityhq/verity/sqlite"
 )
@@ -34,6 +35,7 @@ type dbFlags struct {
 	DB            string `name:"db" env:"VERITY_DB" help:"SQLite file path (default: <data-dir>/verity.db). A postgres:// URL selects PostgreSQL."`
 	SecretKeyFile string `name:"secret-key-file" env:"VERITY_SECRET_KEY_FILE" help:"File with the hex server secret (default: <data-dir>/secret.key, generated on first start with mode 0600)."`
 	SQLiteSync    string `name:"sqlite-sync" default:"full" enum:"full,normal" env:"VERITY_SQLITE_SYNC" help:"SQLite durability: full (default) syncs every commit to the disk, so an acknowledged write survives power loss; normal survives a crash of the Verity process but may lose the last commits on power loss or an OS crash, for faster commits. See docs/durability.md."`
+	PGCheckBatch  int    `name:"pg-check-batch" default:"16" env:"VERITY_PG_CHECK_BATCH" help:"PostgreSQL: how many concurrent PIN checks one statement may decide together (1: a statement per check). A lone check never waits: checks queue for a shared statement only while a quarter of the pool's connections already run check statements."`
 	SeedKeysFile  string `name:"seed-keys-file" env:"VERITY_SEED_KEYS_FILE" help:"JSON keyring that encrypts authenticator seeds (default: <data-dir>/seed-keys.json, generated on first start with mode 0600)."`
 }
 
@@ -65,6 +67,9 @@ func describe(err error) string {
 // openStore opens and migrates the configured database; log (nil: none)
 // receives what the store's background work reports.
 func (f *dbFlags) openStore(ctx context.Context, log *slog.Logger) (verity.Store, error) {
+	if f.PGCheckBatch < 1 {
+		return nil, verity.Errorf(verity.EINVALID, "--pg-check-batch must be at least 1, not %d", f.PGCheckBatch)
+	}
 	dsn := f.DB
 	if dsn == "" {
 		if err := os.MkdirAll(f.DataDir, 0o700); err != nil {
@@ -72,7 +77,10 @@ func (f *dbFlags) openStore(ctx context.Context, log *slog.Logger) (verity.Store
 		}
 		dsn = filepath.Join(f.DataDir, "verity.db")
 	}
-	return storeopen.OpenWith(ctx, dsn, storeopen.Options{SQLite: sqlite.Options{Sync: sqlite.Sync(f.SQLiteSync), Log: log}})
+	return storeopen.OpenWith(ctx, dsn, storeopen.Options{
+		SQLite:   sqlite.Options{Sync: sqlite.Sync(f.SQLiteSync), Log: log},
+		Postgres: postgres.Options{CheckBatch: f.PGCheckBatch},
+	})
 }
 
 // openDatabase opens and migrates a database named by a SQLite path or a

@@ -23,9 +23,10 @@ type migratable interface {
 	Migrate(ctx context.Context) error
 }
 
-// Options are the settings of the embedded database that a URL cannot carry.
+// Options are the settings of a database that its name does not carry.
 type Options struct {
-	SQLite sqlite.Options // ignored for PostgreSQL
+	SQLite   sqlite.Options   // ignored for PostgreSQL
+	Postgres postgres.Options // ignored for SQLite
 }
 
 // Open opens and migrates the database dsn names, with default options.
@@ -42,7 +43,7 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, erro
 		err error
 	)
 	if IsPostgres(dsn) {
-		db, err = postgres.Open(ctx, dsn, postgres.Options{})
+		db, err = postgres.Open(ctx, dsn, opts.Postgres)
 	} else {
 		db, err = sqlite.OpenWith(dsn, opts.SQLite)
 	}

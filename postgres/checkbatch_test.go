@@ -1,0 +1,423 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/postgres"
+)
+
+// batchRecorder records how many checks each shared check statement
+// carried, in the order they were sent.
+type batchRecorder struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (r *batchRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.Contains(d.SQL, "WITH ORDINALITY") {
+		users, _ := d.Args[0].([]string)
+		r.mu.Lock()
+		r.sizes = append(r.sizes, len(users))
+		r.mu.Unlock()
+	}
+	return ctx
+}
+
+func (r *batchRecorder) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (r *batchRecorder) take() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sizes
+	r.sizes = nil
+	return s
+}
+
+// batchUsers adds users u2…u<n> to f's service (u1 is f's own) and starts
+// for each user i a PIN p<i> whose hash is codeHash(i), pending for an hour
+// from t0.
+func batchUsers(t *testing.T, f *fixture, n int) {
+	t.Helper()
+	ctx := context.Background()
+	for i := 1; i <= n; i++ {
+		u := &verity.User{ID: fmt.Sprintf("u%d", i), ServiceID: f.service.ID, IDInService: fmt.Sprintf("user%d", i),
+			Phone: "+3725555555", PhoneType: "MOBILE", CreatedAt: t0}
+		if i > 1 {
+			if err := f.db.CreateUser(ctx, u); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := start(u, fmt.Sprintf("p%d", i), t0)
+		p.PIN.Hash = codeHash(byte(i))
+		if _, err := f.db.StartPIN(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// userCheck checks typed against user i's PIN at t0 + 1 s, with limits of
+// 5 tries per PIN and a failure budget no test reaches.
+func userCheck(f *fixture, i int, typed []byte) verity.PINCheck {
+	now := t0.Add(time.Second)
+	return verity.PINCheck{ServiceID: f.service.ID, UserID: fmt.Sprintf("u%d", i), Judge: byHash(typed), CodeHash: typed,
+		Now: now, MaxAttempts: 5, FailureWindowStart: now.Add(-time.Hour), FailureLimit: 1 << 20}
+}
+
+// pinState reads user i's PIN tries, whether it was used, and the user's
+// failures.
+func pinState(t *testing.T, conn *pgx.Conn, i int) (attempts int, used bool, failures int) {
+	t.Helper()
+	if err := conn.QueryRow(context.Background(), `SELECT p.attempts, p.consumed_at IS NOT NULL, u.failure_count
+		FROM pins p JOIN users u ON u.id = p.user_id WHERE p.id = $1`, fmt.Sprintf("p%d", i)).Scan(&attempts, &used, &failures); err != nil {
+		t.Fatal(err)
+	}
+	return attempts, used, failures
+}
+
+// holdUser locks user id's row in a transaction of its own until the
+// returned function commits it.
+func holdUser(t *testing.T, url, id string) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	conn := mustConnect(t, url)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, id); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := tx.Commit(ctx); err != nil {
+			t.Error(err)
+		}
+		conn.Close(ctx)
+	}
+}
+
+// waitQueued waits until n checks of db wait for a statement.
+func waitQueued(t *testing.T, db *postgres.DB, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); db.QueuedChecks() != n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d checks queued after 10 s, want %d", db.QueuedChecks(), n)
+		}
+	}
+}
+
+type checkOutcome struct {
+	user string
+	out  verity.PINChecked
+	err  error
+}
+
+// TestChecksQueuedBehindAStatementShareTheNext: with one statement in
+// flight at most, checks that arrive while it waits queue, and the next
+// statement decides them together, each check answered with its own user's
+// outcome; a second check of a user already in that statement waits for
+// the one after.
+func TestChecksQueuedBehindAStatementShareTheNext(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, postgres.Options{})
+	batchUsers(t, f, 6)
+	var rec batchRecorder
+	db := openTraced(t, f, &rec)
+	db.SetCheckBatching(16, 1)
+
+	release := holdUser(t, f.url, "u1")
+	results := make(chan checkOutcome, 8)
+	send := func(i int, typed []byte) {
+		go func() {
+			out, err := db.CheckPIN(ctx, userCheck(f, i, typed))
+			results <- checkOutcome{fmt.Sprintf("u%d", i), out, err}
+		}()
+	}
+	send(1, codeHash(99)) // leads, and waits for u1's lock
+	waitForLockWaits(t, f.url, 1)
+	queued := []struct {
+		user  int
+		typed []byte
+	}{{2, codeHash(2)}, {3, codeHash(99)}, {4, codeHash(4)}, {5, codeHash(99)}, {6, codeHash(99)}, {2, codeHash(2)}}
+	for n, q := range queued {
+		send(q.user, q.typed)
+		waitQueued(t, db, n+1)
+	}
+	release()
+
+	type want struct {
+		verdict verity.PINVerdict
+		applied bool
+	}
+	wants := map[string][]want{
+		"u1": {{verity.CountIt, true}},
+		"u2": {{verity.ConsumeIt, true}, {verity.LeaveAsIs, false}}, // in either order: the second finds the PIN used
+		"u3": {{verity.CountIt, true}}, "u4": {{verity.ConsumeIt, true}},
+		"u5": {{verity.CountIt, true}}, "u6": {{verity.CountIt, true}},
+	}
+	got := map[string][]want{}
+	for range 1 + len(queued) {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("check of %s: %v", r.user, r.err)
+		}
+		if r.out.User == nil || r.out.User.ID != r.user || r.out.PIN == nil || r.out.PIN.UserID != r.user {
+			t.Fatalf("check of %s answered with %+v: another check's outcome", r.user, r.out)
+		}
+		got[r.user] = append(got[r.user], want{r.out.Verdict, r.out.Applied})
+	}
+	for user, w := range wants {
+		g := got[user]
+		if len(g) == 2 && g[0] != w[0] {
+			g[0], g[1] = g[1], g[0]
+		}
+		if fmt.Sprint(g) != fmt.Sprint(w) {
+			t.Errorf("%s's checks: %v (verdict, applied), want %v", user, g, w)
+		}
+	}
+	if sizes := rec.take(); fmt.Sprint(sizes) != "[1 5 1]" {
+		t.Errorf("the statements carried %v checks; want [1 5 1]: the leader's, the five queued users', then u2's second", sizes)
+	}
+	conn := mustConnect(t, f.url)
+	defer conn.Close(ctx)
+	for i, w := range []struct {
+		attempts int
+		used     bool
+	}{{1, false}, {0, true}, {1, false}, {0, true}, {1, false}, {1, false}} {
+		attempts, used, failures := pinState(t, conn, i+1)
+		if attempts != w.attempts || used != w.used || failures != w.attempts {
+			t.Errorf("u%d: PIN tries %d, used %v, user failures %d; want %d, %v, %d", i+1, attempts, used, failures, w.attempts, w.used, w.attempts)
+		}
+	}
+}
+
+// TestSharedCheckStatementThatFailsIsRunPerCheck: when a statement shared
+// by several checks fails, each of its checks runs again in a statement of
+// its own, so one check's failure is not the others'; unless the database
+// is unavailable, which would fail each check again, a deadline at a time:
+// then every check gets the error at once.
+func TestSharedCheckStatementThatFailsIsRunPerCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		err         error
+		unavailable bool
+		sizes       string
+	}{
+		{"a failure", errors.New("injected: the shared statement fails"), false, "[1 1 1 1]"},
+		{"the database unavailable", fmt.Errorf("injected: %w", context.DeadlineExceeded), true, "[1]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := newFixture(t, postgres.Options{})
+			batchUsers(t, f, 4)
+			var rec batchRecorder
+			db := openTraced(t, f, &rec)
+			db.SetCheckBatching(16, 1)
+			var failed atomic.Int32
+			db.FailSharedChecks(func() error {
+				failed.Add(1)
+				return tc.err
+			})
+
+			release := holdUser(t, f.url, "u1")
+			results := make(chan checkOutcome, 4)
+			for i := 1; i <= 4; i++ {
+				go func() {
+					out, err := db.CheckPIN(ctx, userCheck(f, i, codeHash(99)))
+					results <- checkOutcome{fmt.Sprintf("u%d", i), out, err}
+				}()
+				if i == 1 {
+					waitForLockWaits(t, f.url, 1)
+				} else {
+					waitQueued(t, db, i-1)
+				}
+			}
+			release()
+			for range 4 {
+				r := <-results
+				switch {
+				case r.user == "u1" || !tc.unavailable:
+					if r.err != nil || r.out.Verdict != verity.CountIt || !r.out.Applied || r.out.User.ID != r.user {
+						t.Errorf("check of %s = %+v, %v; want its wrong try counted", r.user, r.out, r.err)
+					}
+				case !errors.Is(r.err, context.DeadlineExceeded) || r.out.User != nil:
+					t.Errorf("check of %s = %+v, %v; want the shared statement's error", r.user, r.out, r.err)
+				}
+			}
+			if n := failed.Load(); n != 1 {
+				t.Errorf("%d shared statements failed, want 1", n)
+			}
+			if sizes := rec.take(); fmt.Sprint(sizes) != tc.sizes {
+				t.Errorf("the statements sent carried %v checks; want %s", sizes, tc.sizes)
+			}
+		})
+	}
+}
+
+// TestQueuedCheckWithdrawsWhenItsContextEnds: a check still queued when
+// its caller gives up leaves the queue and changes nothing.
+func TestQueuedCheckWithdrawsWhenItsContextEnds(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, postgres.Options{})
+	batchUsers(t, f, 2)
+	db := openTraced(t, f, &batchRecorder{})
+	db.SetCheckBatching(16, 1)
+
+	release := holdUser(t, f.url, "u1")
+	first := make(chan error, 1)
+	go func() {
+		_, err := db.CheckPIN(ctx, userCheck(f, 1, codeHash(99)))
+		first <- err
+	}()
+	waitForLockWaits(t, f.url, 1)
+	cctx, cancel := context.WithCancel(ctx)
+	second := make(chan error, 1)
+	go func() {
+		_, err := db.CheckPIN(cctx, userCheck(f, 2, codeHash(99)))
+		second <- err
+	}()
+	waitQueued(t, db, 1)
+	cancel()
+	if err := <-second; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the queued check whose context ended: %v, want context.Canceled", err)
+	}
+	if n := db.QueuedChecks(); n != 0 {
+		t.Fatalf("%d checks queued after the withdrawal, want 0", n)
+	}
+	release()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	conn := mustConnect(t, f.url)
+	defer conn.Close(ctx)
+	if attempts, used, failures := pinState(t, conn, 2); attempts != 0 || used || failures != 0 {
+		t.Fatalf("u2 after its withdrawn check: PIN tries %d, used %v, failures %d; want nothing changed", attempts, used, failures)
+	}
+}
+
+// TestBatchedChecksOnTwoNodesKeepEveryLimit: two nodes batch checks of the
+// same users while single-statement wrong tries and consumes of the same
+// PINs run beside them. Every statement succeeds (no deadlock between
+// batches that lock several users, or between a batch and the single
+// statements), each PIN is used at most once, and only by a right code it
+// was pending for; its tries never pass the limit, and every try and
+// failure a call reported is in the rows.
+func TestBatchedChecksOnTwoNodesKeepEveryLimit(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, postgres.Options{})
+	const users, maxAttempts = 40, 5
+	batchUsers(t, f, users)
+	var rec1, rec2 batchRecorder
+	nodes := []*postgres.DB{openTraced(t, f, &rec1), openTraced(t, f, &rec2)}
+	for _, db := range nodes {
+		db.SetCheckBatching(8, 2)
+		if err := db.Warm(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Per user: 8 wrong and 2 right checks, 2 single wrong tries and 1
+	// single consume, shuffled.
+	type call struct {
+		user int
+		kind string // "wrong", "right", "try", "consume"
+	}
+	var calls []call
+	for i := 1; i <= users; i++ {
+		for _, kind := range strings.Fields("wrong wrong wrong wrong wrong wrong wrong wrong right right try try consume") {
+			calls = append(calls, call{i, kind})
+		}
+	}
+	rand.Shuffle(len(calls), func(a, b int) { calls[a], calls[b] = calls[b], calls[a] })
+
+	type tally struct{ counted, consumed int }
+	var mu sync.Mutex
+	tallies := make([]tally, users+1)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(calls))
+	for n, c := range calls {
+		db := nodes[n%2]
+		wg.Go(func() {
+			now := t0.Add(time.Second)
+			var counted, consumed bool
+			var err error
+			switch c.kind {
+			case "wrong", "right":
+				typed := codeHash(99)
+				if c.kind == "right" {
+					typed = codeHash(byte(c.user))
+				}
+				var out verity.PINChecked
+				out, err = db.CheckPIN(ctx, userCheck(f, c.user, typed))
+				counted = out.Applied && out.Verdict == verity.CountIt
+				consumed = out.Applied && out.Verdict == verity.ConsumeIt
+				if consumed && c.kind != "right" {
+					err = fmt.Errorf("a wrong code consumed u%d's PIN", c.user)
+				}
+			case "try":
+				counted, err = db.CountFailedTry(ctx, verity.FailedTry{PINID: fmt.Sprintf("p%d", c.user), UserID: fmt.Sprintf("u%d", c.user),
+					Now: now, MaxAttempts: maxAttempts, FailureWindowStart: now.Add(-time.Hour), FailureLimit: 1 << 20})
+			case "consume":
+				consumed, err = db.ConsumePIN(ctx, verity.PINConsume{PINID: fmt.Sprintf("p%d", c.user), UserID: fmt.Sprintf("u%d", c.user),
+					Now: now, MaxAttempts: maxAttempts, FailureWindowStart: now.Add(-time.Hour), FailureLimit: 1 << 20})
+			}
+			if err != nil {
+				errs <- fmt.Errorf("%s of u%d: %w", c.kind, c.user, err)
+				return
+			}
+			mu.Lock()
+			if counted {
+				tallies[c.user].counted++
+			}
+			if consumed {
+				tallies[c.user].consumed++
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
+	conn := mustConnect(t, f.url)
+	defer conn.Close(ctx)
+	for i := 1; i <= users; i++ {
+		attempts, used, failures := pinState(t, conn, i)
+		tl := tallies[i]
+		switch {
+		case tl.consumed > 1:
+			t.Errorf("u%d's PIN was used %d times", i, tl.consumed)
+		case used != (tl.consumed == 1):
+			t.Errorf("u%d's PIN used: %v, but %d calls reported using it", i, used, tl.consumed)
+		case attempts != tl.counted || failures != tl.counted:
+			t.Errorf("u%d: PIN tries %d, user failures %d; %d calls reported a try counted", i, attempts, failures, tl.counted)
+		case attempts > maxAttempts:
+			t.Errorf("u%d: PIN tries %d passed the limit %d", i, attempts, maxAttempts)
+		case !used && attempts < maxAttempts:
+			t.Errorf("u%d: PIN neither used nor out of tries after its right codes (tries %d)", i, attempts)
+		}
+	}
+	shared := 0
+	for _, sizes := range [][]int{rec1.take(), rec2.take()} {
+		for _, n := range sizes {
+			if n > 1 {
+				shared++
+			}
+		}
+	}
+	if shared == 0 {
+		t.Error("no statement carried more than one check: the test did not exercise batches")
+	}
+	t.Logf("%d calls; %d statements shared by several checks", len(calls), shared)
+}
