@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/verityhq/verity"
 )
 
@@ -95,6 +96,9 @@ func (db *DB) decidingCheck(ctx context.Context, c verity.PINCheck) (*verity.Use
 }
 
 func (b *checkBatcher) do(ctx context.Context, c verity.PINCheck) checkResult {
+	if err := ctx.Err(); err != nil {
+		return checkResult{err: fmt.Errorf("postgres.CheckPIN: %w", err)}
+	}
 	call := &checkCall{check: c, wake: make(chan struct{}, 1)}
 	b.mu.Lock()
 	b.queue = append(b.queue, call)
@@ -210,19 +214,24 @@ func (b *checkBatcher) withdrawLocked(call *checkCall) {
 	}
 }
 
-// run decides batch in one statement, or, if that fails for another reason
-// than the database's being unavailable, each check in a statement of its
+// run decides batch in one statement, or, if PostgreSQL refused or aborted
+// that statement (so none of it committed), each check in a statement of its
 // own, and hands every call its result.
 func (b *checkBatcher) run(batch []*checkCall, self *checkCall) {
 	results, err := b.db.decide(batch)
-	// A database that is unreachable or timed out would fail each check
-	// again, a deadline at a time: every check gets the error at once.
-	unavailable := verity.ErrorCode(err) == verity.EUNAVAILABLE || errors.Is(err, context.DeadlineExceeded)
-	if err != nil && len(batch) > 1 && !unavailable {
+	if err != nil && len(batch) > 1 && rolledBack(err) {
 		for i := range batch {
 			var one []checkResult
 			if one, err = b.db.decide(batch[i : i+1]); err != nil {
 				one = []checkResult{{err: err}}
+				if !rolledBack(err) {
+					// Unavailable or out of time: the rest would only fail
+					// again, a deadline at a time.
+					for j := i; j < len(batch); j++ {
+						results[j] = checkResult{err: err}
+					}
+					break
+				}
 			}
 			results[i] = one[0]
 		}
@@ -246,6 +255,24 @@ func (b *checkBatcher) run(batch []*checkCall, self *checkCall) {
 		}
 	}
 }
+
+// rolledBack reports whether err is PostgreSQL's own error for a statement
+// that it aborted, so that nothing the statement did committed and its
+// checks may run again, and running them again may succeed: not a
+// statement or lock timeout, and not a connection lost while the answer
+// was on its way, after which the statement may have committed.
+func rolledBack(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code != codeQueryCanceled && pe.Code != codeLockNotAvailable &&
+			verity.ErrorCode(err) != verity.EUNAVAILABLE
+	}
+	return errors.Is(err, errSharedCheckFailed) // the tests' stand-in for such an error
+}
+
+// errSharedCheckFailed wraps the error the tests' hook (DB.failSharedCheck)
+// fails a shared statement with, before it is sent.
+var errSharedCheckFailed = errors.New("shared check statement refused")
 
 // signal wakes the goroutine waiting on ch, if it is not awake already.
 func signal(ch chan struct{}) {
@@ -278,6 +305,9 @@ func (db *DB) decide(batch []*checkCall) ([]checkResult, error) {
 	defer cancel()
 	if db.failSharedCheck != nil && n > 1 {
 		if err := db.failSharedCheck(); err != nil {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				err = fmt.Errorf("%w: %w", errSharedCheckFailed, err)
+			}
 			return make([]checkResult, n), translate(op, err)
 		}
 	}

@@ -17,6 +17,8 @@ const (
 	codeForeignKeyViolation = "23503"
 	codeSerialization       = "40001"
 	codeDeadlock            = "40P01"
+	codeQueryCanceled       = "57014" // statement_timeout, or a cancel request
+	codeLockNotAvailable    = "55P03" // lock_timeout
 	codeBadCharacter        = "22021" // character_not_in_repertoire: invalid UTF-8, NUL
 	codeUntranslatable      = "22P05"
 	codeTooManyConnections  = "53300"
