@@ -16,11 +16,13 @@ import (
 	"github.com/verityhq/verity/postgres"
 )
 
-// batchRecorder records how many checks each shared check statement
-// carried, in the order they were sent.
+// batchRecorder records how many checks each check statement carried, in
+// the order they were sent, and the errors they ended with (a deadlock
+// would otherwise be hidden by the re-run of each check alone).
 type batchRecorder struct {
-	mu    sync.Mutex
-	sizes []int
+	mu     sync.Mutex
+	sizes  []int
+	failed []error
 }
 
 func (r *batchRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
@@ -33,7 +35,13 @@ func (r *batchRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.
 	return ctx
 }
 
-func (r *batchRecorder) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *batchRecorder) TraceQueryEnd(_ context.Context, _ *pgx.Conn, d pgx.TraceQueryEndData) {
+	if d.Err != nil {
+		r.mu.Lock()
+		r.failed = append(r.failed, d.Err)
+		r.mu.Unlock()
+	}
+}
 
 func (r *batchRecorder) take() []int {
 	r.mu.Lock()
@@ -105,6 +113,18 @@ func holdUser(t *testing.T, url, id string) (release func()) {
 	}
 }
 
+// oneLeader opens a traced store on a fixture with users u1…u<users>, which
+// runs one check statement at a time, of up to 16 checks.
+func oneLeader(t *testing.T, users int) (*fixture, *postgres.DB, *batchRecorder) {
+	t.Helper()
+	f := newFixture(t, postgres.Options{})
+	batchUsers(t, f, users)
+	rec := &batchRecorder{}
+	db := openTraced(t, f, rec)
+	db.SetCheckBatching(16, 1)
+	return f, db, rec
+}
+
 // waitQueued waits until n checks of db wait for a statement.
 func waitQueued(t *testing.T, db *postgres.DB, n int) {
 	t.Helper()
@@ -128,11 +148,7 @@ type checkOutcome struct {
 // the one after.
 func TestChecksQueuedBehindAStatementShareTheNext(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t, postgres.Options{})
-	batchUsers(t, f, 6)
-	var rec batchRecorder
-	db := openTraced(t, f, &rec)
-	db.SetCheckBatching(16, 1)
+	f, db, rec := oneLeader(t, 6)
 
 	release := holdUser(t, f.url, "u1")
 	results := make(chan checkOutcome, 8)
@@ -217,11 +233,7 @@ func TestSharedCheckStatementThatFailsIsRunPerCheck(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			f := newFixture(t, postgres.Options{})
-			batchUsers(t, f, 4)
-			var rec batchRecorder
-			db := openTraced(t, f, &rec)
-			db.SetCheckBatching(16, 1)
+			f, db, rec := oneLeader(t, 4)
 			var failed atomic.Int32
 			db.FailSharedChecks(func() error {
 				failed.Add(1)
@@ -267,10 +279,7 @@ func TestSharedCheckStatementThatFailsIsRunPerCheck(t *testing.T) {
 // its caller gives up leaves the queue and changes nothing.
 func TestQueuedCheckWithdrawsWhenItsContextEnds(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t, postgres.Options{})
-	batchUsers(t, f, 2)
-	db := openTraced(t, f, &batchRecorder{})
-	db.SetCheckBatching(16, 1)
+	f, db, _ := oneLeader(t, 2)
 
 	release := holdUser(t, f.url, "u1")
 	first := make(chan error, 1)
@@ -406,6 +415,11 @@ func TestBatchedChecksOnTwoNodesKeepEveryLimit(t *testing.T) {
 			t.Errorf("u%d: PIN tries %d passed the limit %d", i, attempts, maxAttempts)
 		case !used && attempts < maxAttempts:
 			t.Errorf("u%d: PIN neither used nor out of tries after its right codes (tries %d)", i, attempts)
+		}
+	}
+	for _, rec := range []*batchRecorder{&rec1, &rec2} {
+		for _, err := range rec.failed {
+			t.Errorf("a statement failed: %v", err)
 		}
 	}
 	shared := 0
