@@ -218,11 +218,11 @@ func (b *checkBatcher) withdrawLocked(call *checkCall) {
 // that statement (so none of it committed), each check in a statement of its
 // own, and hands every call its result.
 func (b *checkBatcher) run(batch []*checkCall, self *checkCall) {
-	results, err := b.db.decide(batch)
+	results, err := b.decide(batch)
 	if err != nil && len(batch) > 1 && rolledBack(err) {
 		for i := range batch {
 			var one []checkResult
-			if one, err = b.db.decide(batch[i : i+1]); err != nil {
+			if one, err = b.decide(batch[i : i+1]); err != nil {
 				one = []checkResult{{err: err}}
 				if !rolledBack(err) {
 					// Unavailable or out of time: the rest would only fail
@@ -254,6 +254,21 @@ func (b *checkBatcher) run(batch []*checkCall, self *checkCall) {
 			signal(call.wake)
 		}
 	}
+}
+
+// decide is DB.decide with a panic turned into an error for each of
+// batch's checks: a panic on a leader's goroutine would otherwise leave the
+// batch's other callers waiting for ever, their users marked in a
+// statement and the leader's place taken. Where it panicked is unknown, so
+// the statement may have committed: the error is not one to run it again.
+func (b *checkBatcher) decide(batch []*checkCall) (results []checkResult, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			results = make([]checkResult, len(batch))
+			err = verity.Errorf(verity.EINTERNAL, "postgres.CheckPIN: deciding %d checks panicked: %v", len(batch), r)
+		}
+	}()
+	return b.db.decide(batch)
 }
 
 // rolledBack reports whether err is PostgreSQL's own error for a statement

@@ -313,6 +313,73 @@ func TestQueuedCheckWithdrawsWhenItsContextEnds(t *testing.T) {
 	}
 }
 
+// TestPanicDecidingSharedChecksFailsThemAndFreesTheStore: a panic while a
+// statement decides several checks answers each of them with an internal
+// error, without running them again (where it panicked is unknown: the
+// statement may have committed), and leaves the store working: it holds
+// no user as in a statement and no leader's place, so the same users' next
+// checks are decided.
+func TestPanicDecidingSharedChecksFailsThemAndFreesTheStore(t *testing.T) {
+	ctx := context.Background()
+	f, db, rec := oneLeader(t, 4)
+	var shared atomic.Int32
+	db.FailSharedChecks(func() error {
+		if shared.Add(1) == 1 {
+			panic("injected: deciding the shared checks")
+		}
+		return nil
+	})
+
+	release := holdUser(t, f.url, "u1")
+	results := make(chan checkOutcome, 4)
+	for i := 1; i <= 4; i++ {
+		go func() {
+			out, err := db.CheckPIN(ctx, userCheck(f, i, codeHash(99)))
+			results <- checkOutcome{fmt.Sprintf("u%d", i), out, err}
+		}()
+		if i == 1 {
+			waitForLockWaits(t, f.url, 1)
+		} else {
+			waitQueued(t, db, i-1)
+		}
+	}
+	release()
+	for range 4 {
+		r := <-results
+		if r.user == "u1" {
+			if r.err != nil || r.out.Verdict != verity.CountIt || !r.out.Applied {
+				t.Errorf("check of u1, alone in its statement = %+v, %v; want its wrong try counted", r.out, r.err)
+			}
+		} else if verity.ErrorCode(r.err) != verity.EINTERNAL || r.out.User != nil {
+			t.Errorf("check of %s = %+v, %v; want an internal error", r.user, r.out, r.err)
+		}
+	}
+	if sizes := rec.take(); fmt.Sprint(sizes) != "[1]" {
+		t.Errorf("the statements sent carried %v checks; want [1]: u1's, and nothing run again after the panic", sizes)
+	}
+
+	// A store that still held u2-u4 as in a statement, or its one leader's
+	// place, would queue these for ever: the deadline fails them instead.
+	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var next sync.WaitGroup
+	for i := 2; i <= 4; i++ {
+		next.Go(func() {
+			if out, err := db.CheckPIN(tctx, userCheck(f, i, codeHash(99))); err != nil || out.Verdict != verity.CountIt || !out.Applied {
+				t.Errorf("u%d's next check = %+v, %v; want its wrong try counted", i, out, err)
+			}
+		})
+	}
+	next.Wait()
+	conn := mustConnect(t, f.url)
+	defer conn.Close(ctx)
+	for i := 2; i <= 4; i++ {
+		if attempts, used, failures := pinState(t, conn, i); attempts != 1 || used || failures != 1 {
+			t.Errorf("u%d: PIN tries %d, used %v, failures %d; want the one try of its next check", i, attempts, used, failures)
+		}
+	}
+}
+
 // TestBatchedChecksOnTwoNodesKeepEveryLimit: two nodes batch checks of the
 // same users while single-statement wrong tries and consumes of the same
 // PINs run beside them. Every statement succeeds (no deadlock between
