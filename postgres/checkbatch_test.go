@@ -141,6 +141,29 @@ type checkOutcome struct {
 	err  error
 }
 
+// wrongCodesBehindU1 sends a wrong code for each of users u1…u<n> while
+// u1's row is locked elsewhere: u1's check leads a statement that waits for
+// the lock, the others queue behind it, and then the lock is released. The
+// n outcomes arrive on the returned channel.
+func wrongCodesBehindU1(t *testing.T, f *fixture, db *postgres.DB, n int) <-chan checkOutcome {
+	t.Helper()
+	release := holdUser(t, f.url, "u1")
+	results := make(chan checkOutcome, n)
+	for i := 1; i <= n; i++ {
+		go func() {
+			out, err := db.CheckPIN(context.Background(), userCheck(f, i, codeHash(99)))
+			results <- checkOutcome{fmt.Sprintf("u%d", i), out, err}
+		}()
+		if i == 1 {
+			waitForLockWaits(t, f.url, 1)
+		} else {
+			waitQueued(t, db, i-1)
+		}
+	}
+	release()
+	return results
+}
+
 // TestChecksQueuedBehindAStatementShareTheNext: with one statement in
 // flight at most, checks that arrive while it waits queue, and the next
 // statement decides them together, each check answered with its own user's
@@ -232,7 +255,6 @@ func TestSharedCheckStatementThatFailsIsRunPerCheck(t *testing.T) {
 		{"the database unavailable", fmt.Errorf("injected: %w", context.DeadlineExceeded), true, "[1]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
 			f, db, rec := oneLeader(t, 4)
 			var failed atomic.Int32
 			db.FailSharedChecks(func() error {
@@ -240,20 +262,7 @@ func TestSharedCheckStatementThatFailsIsRunPerCheck(t *testing.T) {
 				return tc.err
 			})
 
-			release := holdUser(t, f.url, "u1")
-			results := make(chan checkOutcome, 4)
-			for i := 1; i <= 4; i++ {
-				go func() {
-					out, err := db.CheckPIN(ctx, userCheck(f, i, codeHash(99)))
-					results <- checkOutcome{fmt.Sprintf("u%d", i), out, err}
-				}()
-				if i == 1 {
-					waitForLockWaits(t, f.url, 1)
-				} else {
-					waitQueued(t, db, i-1)
-				}
-			}
-			release()
+			results := wrongCodesBehindU1(t, f, db, 4)
 			for range 4 {
 				r := <-results
 				switch {
@@ -330,20 +339,7 @@ func TestPanicDecidingSharedChecksFailsThemAndFreesTheStore(t *testing.T) {
 		return nil
 	})
 
-	release := holdUser(t, f.url, "u1")
-	results := make(chan checkOutcome, 4)
-	for i := 1; i <= 4; i++ {
-		go func() {
-			out, err := db.CheckPIN(ctx, userCheck(f, i, codeHash(99)))
-			results <- checkOutcome{fmt.Sprintf("u%d", i), out, err}
-		}()
-		if i == 1 {
-			waitForLockWaits(t, f.url, 1)
-		} else {
-			waitQueued(t, db, i-1)
-		}
-	}
-	release()
+	results := wrongCodesBehindU1(t, f, db, 4)
 	for range 4 {
 		r := <-results
 		if r.user == "u1" {
