@@ -543,3 +543,48 @@ func TestCheckStatementPlanFindsRowsByKeyAfterTheTablesGrew(t *testing.T) {
 		}
 	}
 }
+
+// TestRightCodeWaitingForAUserLockedOutMeanwhileConsumesNothing: a right
+// code whose statement read the user under its failure limit, and then
+// waited for the user's row while another node's wrong code took the user
+// to the limit, does not use the PIN: as if the two had run one after the
+// other. The lock re-checks the lockout on the committed row, for right
+// codes as for wrong ones.
+func TestRightCodeWaitingForAUserLockedOutMeanwhileConsumesNothing(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, postgres.Options{})
+	batchUsers(t, f, 1)
+	c := userCheck(f, 1, codeHash(1)) // u1's right code
+	c.FailureLimit = 3
+	conn := mustConnect(t, f.url)
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `UPDATE users SET failure_count = 2, failure_window_start = $1 WHERE id = 'u1'`, c.Now); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another node's wrong code, holding the user's row until it commits
+	// the third failure.
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE users SET failure_count = 3 WHERE id = 'u1'`); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan checkOutcome, 1)
+	go func() {
+		out, err := f.db.CheckPIN(ctx, c)
+		done <- checkOutcome{"u1", out, err}
+	}()
+	waitForLockWaits(t, f.url, 1)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || r.out.Applied {
+		t.Fatalf("the right code = %+v, %v; want nothing applied: the user was locked out first", r.out, r.err)
+	}
+	if attempts, used, failures := pinState(t, conn, 1); used || attempts != 0 || failures != 3 {
+		t.Fatalf("u1: PIN tries %d, used %v, failures %d; want the PIN unused, no try, the 3 failures", attempts, used, failures)
+	}
+}

@@ -330,14 +330,16 @@ func (d deciding) verdict() verity.PINVerdict {
 // batch does: a statement holding several users' rows waits only for a user
 // later in that order, and touches a PIN only under its own lock of the
 // PIN's user (StartPIN and countFailedTrySQL take them in the same order,
-// one user each), so batches on any number of nodes cannot deadlock. For a
-// wrong code the lock also re-checks the lockout on the committed row,
-// leaving out a user that reached its limit meanwhile.
+// one user each), so batches on any number of nodes cannot deadlock. The
+// lock also re-checks the lockout on the committed row, leaving out a user
+// that reached its limit meanwhile: a right code too, which otherwise would
+// use the PIN after another node's wrong code had locked the user out, an
+// order no serial run gives.
 //
 // A right code consumes the PIN (consume) if the row itself is still
 // unused, unexpired and under its try limit; that it is the user's newest
-// PIN and the user is not locked out, r saw in the statement's snapshot, as
-// ConsumePIN's subqueries see them in its own. A wrong one counts the try
+// PIN, r saw in the statement's snapshot, as ConsumePIN's subquery sees it
+// in its own. A wrong one counts the try
 // against the PIN (count_pin) and then the user's failure (count_user), on
 // the row locked holds, as countFailedTrySQL does. A concurrent UPDATE of
 // the same row makes a write wait and re-evaluate its WHERE on the
@@ -379,8 +381,8 @@ var decidingCheckSQL = `
 	    false) AS decides) d
 	), locked AS (
 	  SELECT u.id FROM r JOIN users u ON u.id = r.u_id
-	  WHERE r.decides AND (r.matches
-	    OR u.failure_window_start IS NULL OR u.failure_window_start <= r.window_start OR u.failure_count < r.failure_limit)
+	  WHERE r.decides
+	    AND (u.failure_window_start IS NULL OR u.failure_window_start <= r.window_start OR u.failure_count < r.failure_limit)
 	  ORDER BY u.id
 	  FOR NO KEY UPDATE OF u
 	), consume AS (
