@@ -167,6 +167,11 @@ func TestStatementTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The pool's one connection is usable again, outside any transaction.
+	// (The timeout may have closed it: open its successor first, outside
+	// the 200 ms bound, which a loaded machine's reconnect can exceed.)
+	if err := f.db.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if st, err := f.db.StartPIN(ctx, start(f.user, "p2", t0)); err != nil || !st.Started {
 		t.Fatalf("StartPIN after the timeout = %+v, %v", st, err)
 	}
