@@ -588,3 +588,51 @@ func TestRightCodeWaitingForAUserLockedOutMeanwhileConsumesNothing(t *testing.T)
 		t.Fatalf("u1: PIN tries %d, used %v, failures %d; want the PIN unused, no try, the 3 failures", attempts, used, failures)
 	}
 }
+
+// TestConsumeWaitingForAWrongCodeThatLocksTheUserOutConsumesNothing: the
+// single-statement consume (CheckPIN's path after a first round found the
+// state changed) waits for another node's wrong code that holds the user and
+// the PIN and takes the user to its failure limit, and then uses nothing.
+func TestConsumeWaitingForAWrongCodeThatLocksTheUserOutConsumesNothing(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, postgres.Options{})
+	batchUsers(t, f, 1)
+	now := t0.Add(time.Second)
+	conn := mustConnect(t, f.url)
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `UPDATE users SET failure_count = 2, failure_window_start = $1 WHERE id = 'u1'`, now); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`UPDATE users SET failure_count = 3 WHERE id = 'u1'`,
+		`UPDATE pins SET attempts = attempts + 1 WHERE id = 'p1'`,
+	} {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type result struct {
+		used bool
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		used, err := f.db.ConsumePIN(ctx, verity.PINConsume{PINID: "p1", UserID: "u1", Now: now, MaxAttempts: 5,
+			FailureWindowStart: now.Add(-time.Hour), FailureLimit: 3})
+		done <- result{used, err}
+	}()
+	waitForLockWaits(t, f.url, 1)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-done; r.err != nil || r.used {
+		t.Fatalf("ConsumePIN = %v, %v; want false: the user was locked out first", r.used, r.err)
+	}
+	if attempts, used, failures := pinState(t, conn, 1); used || attempts != 1 || failures != 3 {
+		t.Fatalf("u1: PIN tries %d, used %v, failures %d; want the wrong code's try and failure, the PIN unused", attempts, used, failures)
+	}
+}

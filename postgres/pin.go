@@ -329,8 +329,8 @@ func (d deciding) verdict() verity.PINVerdict {
 // locked then locks every decided check's user, in id order, as every
 // batch does: a statement holding several users' rows waits only for a user
 // later in that order, and touches a PIN only under its own lock of the
-// PIN's user (StartPIN and countFailedTrySQL take them in the same order,
-// one user each), so batches on any number of nodes cannot deadlock. The
+// PIN's user (StartPIN, ConsumePIN and countFailedTrySQL take them in the
+// same order, one user each), so batches on any number of nodes cannot deadlock. The
 // lock also re-checks the lockout on the committed row, leaving out a user
 // that reached its limit meanwhile: a right code too, which otherwise would
 // use the PIN after another node's wrong code had locked the user out, an
@@ -339,9 +339,9 @@ func (d deciding) verdict() verity.PINVerdict {
 // A right code consumes the PIN (consume) if the row itself is still
 // unused, unexpired and under its try limit; that it is the user's newest
 // PIN, r saw in the statement's snapshot, as ConsumePIN's subquery sees it
-// in its own. A wrong one counts the try
-// against the PIN (count_pin) and then the user's failure (count_user), on
-// the row locked holds, as countFailedTrySQL does. A concurrent UPDATE of
+// in its own. A wrong one counts the try against the PIN (count_pin) and
+// then the user's failure (count_user), on the row locked holds, as
+// countFailedTrySQL does. A concurrent UPDATE of
 // the same row makes a write wait and re-evaluate its WHERE on the
 // committed row, so, as with the separate statements, at most one check
 // consumes a PIN and no counter passes its limit; a check whose write finds
@@ -447,7 +447,10 @@ func prefixed(alias, columns string) string {
 // ConsumePIN marks the PIN used in one conditional UPDATE. Of any number of
 // concurrent calls for one PIN, one takes the row lock and the others wait
 // for it, then re-evaluate the WHERE on the row it committed and find
-// consumed_at set: exactly one changes the row.
+// consumed_at set: exactly one changes the row. The user's row is locked
+// first (the order every statement takes them in), and its failure budget
+// checked on the committed row: a wrong code that locked the user out while
+// this waited leaves the PIN unused, as it would one after the other.
 func (db *DB) ConsumePIN(ctx context.Context, c verity.PINConsume) (bool, error) {
 	if !storable(c.PINID, c.UserID) {
 		return false, nil
@@ -455,10 +458,15 @@ func (db *DB) ConsumePIN(ctx context.Context, c verity.PINConsume) (bool, error)
 	ctx, cancel := db.bound(ctx)
 	defer cancel()
 	tag, err := db.pool.Exec(ctx, `
+		WITH locked AS (
+		  SELECT id FROM users
+		  WHERE id = $4 AND (failure_window_start IS NULL OR failure_window_start <= $6 OR failure_count < $5)
+		  FOR NO KEY UPDATE
+		)
 		UPDATE pins SET consumed_at = $1
 		WHERE id = $2 AND consumed_at IS NULL AND expires_at > $1 AND attempts < $3
 		  AND seq = (SELECT max(seq) FROM pins WHERE user_id = $4)
-		  AND NOT EXISTS (SELECT 1 FROM users WHERE id = $4 AND failure_count >= $5 AND failure_window_start > $6)`,
+		  AND EXISTS (SELECT 1 FROM locked)`,
 		ts(c.Now), c.PINID, c.MaxAttempts, c.UserID, c.FailureLimit, ts(c.FailureWindowStart))
 	if err != nil {
 		return false, translate("postgres.ConsumePIN", err)

@@ -181,7 +181,7 @@ func TestStatementTimeout(t *testing.T) {
 }
 
 // Starts (which lock the user, then delete old PINs), wrong tries (user,
-// then PIN) and consumes (PIN only) on one user at once: none may fail, and
+// then PIN) and consumes (user, then PIN) on one user at once: none may fail, and
 // the user's failure count must equal the tries counted.
 func TestMixedOperationsOnOneUser(t *testing.T) {
 	ctx := context.Background()
