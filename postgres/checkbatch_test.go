@@ -376,6 +376,67 @@ func TestPanicDecidingSharedChecksFailsThemAndFreesTheStore(t *testing.T) {
 	}
 }
 
+// TestBatchesLockingUsersInOppositeOrdersDoNotDeadlock: node A's statement
+// decides u1 then u2, node B's u2 then u1, each queued in that order, and
+// both reach the users' locks at once. Every statement locks its users in
+// id order, so B waits for A rather than holding u2 while A waits for it:
+// no deadlock, no statement fails, every try is counted. (Locking in the
+// order the checks arrived, A would hold u1 and wait for u2 while B held
+// u2 and waited for u1.)
+func TestBatchesLockingUsersInOppositeOrdersDoNotDeadlock(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, postgres.Options{})
+	batchUsers(t, f, 4)
+	var recA, recB batchRecorder
+	a, b := openTraced(t, f, &recA), openTraced(t, f, &recB)
+	results := make(chan checkOutcome, 6)
+	send := func(db *postgres.DB, i int) {
+		go func() {
+			out, err := db.CheckPIN(ctx, userCheck(f, i, codeHash(99)))
+			results <- checkOutcome{fmt.Sprintf("u%d", i), out, err}
+		}()
+	}
+	releaseU1 := holdUser(t, f.url, "u1")
+	// Each node's one leader waits in a statement of its own (A on u3, B
+	// on u4) while its next batch queues in the order given.
+	for _, node := range []struct {
+		db      *postgres.DB
+		blocker int
+		queued  [2]int
+	}{{a, 3, [2]int{1, 2}}, {b, 4, [2]int{2, 1}}} {
+		node.db.SetCheckBatching(16, 1)
+		release := holdUser(t, f.url, fmt.Sprintf("u%d", node.blocker))
+		send(node.db, node.blocker)
+		waitForLockWaits(t, f.url, 1)
+		for n, i := range node.queued {
+			send(node.db, i)
+			waitQueued(t, node.db, n+1)
+		}
+		release() // the leader's next statement takes the queued pair
+		waitQueued(t, node.db, 0)
+		waitForLockWaits(t, f.url, 1) // and waits for u1 (A), or for A's u1 (B)
+	}
+	waitForLockWaits(t, f.url, 2)
+	releaseU1()
+
+	for range 6 {
+		r := <-results
+		if r.err != nil || r.out.Verdict != verity.CountIt || !r.out.Applied {
+			t.Errorf("check of %s = %+v, %v; want its wrong try counted", r.user, r.out, r.err)
+		}
+	}
+	for _, rec := range []*batchRecorder{&recA, &recB} {
+		rec.mu.Lock()
+		if len(rec.failed) > 0 {
+			t.Errorf("a statement failed: %v", rec.failed)
+		}
+		rec.mu.Unlock()
+		if sizes := rec.take(); fmt.Sprint(sizes) != "[1 2]" {
+			t.Errorf("a node's statements carried %v checks; want [1 2]: its blocker's, then the pair", sizes)
+		}
+	}
+}
+
 // TestBatchedChecksOnTwoNodesKeepEveryLimit: two nodes batch checks of the
 // same users while single-statement wrong tries and consumes of the same
 // PINs run beside them. Every statement succeeds (no deadlock between
