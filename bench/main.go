@@ -154,6 +154,10 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func main() {
+	if os.Getenv(stallProbeEnv) == "1" {
+		runStallProbe(os.Stdout) // returns when the benchmark is gone
+		return
+	}
 	if len(os.Args) == 3 && os.Args[1] == ceilingServerCommand {
 		if err := runCeilingServer(os.Args[2]); err != nil {
 			fmt.Fprintln(os.Stderr, "ceiling server:", err)

@@ -110,7 +110,9 @@ func (r *runner) measureLatencyFloors(ctx context.Context) error {
 	defer tg.close()
 	for _, s := range rows {
 		waitQuiet(ctx, r.cfg.quietWait)
-		ph, err := measureOpen(ctx, ceilingScenario(), tg, s.Open.TargetRate, r.cfg.openDur, r.cfg.openConns, newMeters(p.pid, false))
+		m := newMeters(p.pid, false)
+		ph, err := measureOpen(ctx, ceilingScenario(), tg, s.Open.TargetRate, r.cfg.openDur, r.cfg.openConns, m)
+		m.record(&ph) // for the stall probe: the floor's own machine stalls
 		if err != nil {
 			return fmt.Errorf("latency floor at %.0f/s: %w", s.Open.TargetRate, err)
 		}

@@ -27,6 +27,7 @@ type phaseResult struct {
 	selfCPU   float64 // load generator CPU time over the measured segments
 	dbCPU     float64 // PostgreSQL's CPU time (all its processes), 0 for SQLite
 	otherCPU  float64 // every other process's CPU time meanwhile: noise
+	stalls    stallSummary
 }
 
 // meter accumulates CPU time over measured segments.
@@ -37,7 +38,8 @@ type meter interface {
 }
 
 // meters measures the CPU time of the server, the benchmark, PostgreSQL
-// (when used) and the whole machine over a phase's measured segments.
+// (when used) and the whole machine over a phase's measured segments, and
+// what the stall probe saw meanwhile.
 type meters []meter
 
 // newMeters returns the meters in the order record expects.
@@ -46,7 +48,7 @@ func newMeters(serverPID int, postgres bool) meters {
 	if !postgres {
 		db = &cpuMeter{read: func() (int64, error) { return 0, nil }}
 	}
-	return meters{processMeter(serverPID), processMeter(selfPID), db, machineMeter()}
+	return meters{processMeter(serverPID), processMeter(selfPID), db, machineMeter(), &stallMeter{probe: machineProbe}}
 }
 
 func (m meters) begin() {
@@ -65,6 +67,7 @@ func (m meters) end() {
 func (m meters) record(p *phaseResult) {
 	p.cpuMicros, p.selfCPU, p.dbCPU = m[0].micros(), m[1].micros(), m[2].micros()
 	p.otherCPU = max(0, m[3].micros()-p.cpuMicros-p.selfCPU-p.dbCPU)
+	p.stalls = m[4].(*stallMeter).summary()
 }
 
 // throughput is successful responses per second of measured time.

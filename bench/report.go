@@ -31,6 +31,9 @@ type phaseJSON struct {
 	// OtherCPUCores is how busy everything else on the machine kept the
 	// CPUs meanwhile, in cores: background noise in the result.
 	OtherCPUCores float64 `json:"other_cpu_cores"`
+	// Stalls is what the stall probe saw meanwhile (see stall.go); nil
+	// when it did not run.
+	Stalls *stallSummary `json:"machine_stalls,omitempty"`
 }
 
 func newPhaseJSON(p phaseResult, rate float64) phaseJSON {
@@ -41,7 +44,16 @@ func newPhaseJSON(p phaseResult, rate float64) phaseJSON {
 		ServerCPUPerOp: ratio(p.cpuMicros, float64(p.ops)), BenchCPUPerOp: ratio(p.selfCPU, float64(p.ops)),
 		DBCPUPerOp:    ratio(p.dbCPU, float64(p.ops)),
 		OtherCPUCores: ratio(p.otherCPU/1e6, p.elapsed.Seconds()),
+		Stalls:        stallsOrNil(p.stalls),
 	}
+}
+
+// stallsOrNil is s, or nil when the probe did not cover the phase.
+func stallsOrNil(s stallSummary) *stallSummary {
+	if s.Seconds == 0 {
+		return nil
+	}
+	return &s
 }
 
 // scenarioResult is one row of the table.
@@ -280,8 +292,9 @@ func (r *results) markdown() string {
 		if len(s.Open.OKByKind) > 0 || len(s.Closed.OKByKind) > 0 {
 			fmt.Fprintf(&b, " Answered as expected, closed loop %s, open loop %s.", kinds(s.Closed.OKByKind), kinds(s.Open.OKByKind))
 		}
-		fmt.Fprintf(&b, " Open loop %s/s of %s/s targeted, generator send lag p99 %.2f ms. Load generator %.0f µs CPU/op",
-			num(s.Open.OpsPerSec), num(s.Open.TargetRate), s.Open.SendLag.P99, s.BenchCPUPerOp)
+		fmt.Fprintf(&b, " Open loop %s/s of %s/s targeted, generator send lag p99 %.2f ms.", num(s.Open.OpsPerSec), num(s.Open.TargetRate), s.Open.SendLag.P99)
+		b.WriteString(stallNote(s))
+		fmt.Fprintf(&b, " Load generator %.0f µs CPU/op", s.BenchCPUPerOp)
 		if s.DBCPUPerOp > 0 {
 			fmt.Fprintf(&b, ", PostgreSQL %.0f µs CPU/op", s.DBCPUPerOp)
 		}

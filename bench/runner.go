@@ -59,6 +59,13 @@ func (r *runner) run(ctx context.Context) error {
 	if r.capture, err = startCapture(); err != nil {
 		return err
 	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if machineProbe, err = startStallProbe(exe); err != nil {
+		return err
+	}
 
 	if err := r.measureCeilings(ctx); err != nil {
 		return err
@@ -111,6 +118,10 @@ func (r *runner) cleanup() error {
 	}
 	if r.capture != nil {
 		r.capture.close()
+	}
+	if machineProbe != nil {
+		machineProbe.stop()
+		machineProbe = nil
 	}
 	if r.pg != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
