@@ -127,8 +127,15 @@ func (p *stallProbe) read(r io.Reader) {
 		if late > 0 && len(p.stalls) < maxStalls {
 			p.stalls = append(p.stalls, stall{at, late})
 		}
-		if end := at.Add(time.Millisecond + late); end.After(p.seen) {
-			p.seen = end
+		// A line is written on waking: every sleep begun before then is
+		// reported. A heartbeat's time is its waking; a stall's sleep
+		// began 1 ms and its lateness before it.
+		woke := at
+		if late > 0 {
+			woke = at.Add(time.Millisecond + late)
+		}
+		if woke.After(p.seen) {
+			p.seen = woke
 		}
 		p.mu.Unlock()
 		p.wake.Broadcast()
@@ -156,16 +163,16 @@ func parseStallLine(line string) (time.Time, time.Duration, bool) {
 // waitSeen waits until the probe has reported everything before t, or a
 // second has passed, or it has stopped; it says whether it got there.
 func (p *stallProbe) waitSeen(t time.Time) bool {
+	deadline := time.Now().Add(time.Second)
 	timer := time.AfterFunc(time.Second, func() {
-		p.mu.Lock()
-		p.done = true // give up waiting; reports keep coming in regardless
+		p.mu.Lock() // so that the waiter is in Wait, not between its check and Wait
 		p.mu.Unlock()
 		p.wake.Broadcast()
 	})
 	defer timer.Stop()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for p.seen.Before(t) && !p.done {
+	for p.seen.Before(t) && !p.done && time.Now().Before(deadline) {
 		p.wake.Wait()
 	}
 	return !p.seen.Before(t)
