@@ -31,8 +31,8 @@ import (
 // the cycle, while beside the do-nothing server at the same rates it lost
 // 1-7 ms a second, spread at random. It needs disk syncs and busy CPUs
 // together: neither two threads spinning on the CPUs nor a loop of 4 KiB
-// writes and fdatasync paused the machine, both together did, and Verity
-// on a tmpfs folder did not.
+// writes and fdatasync paused the machine, the loop beside one or two
+// spinning threads did, and Verity on a tmpfs folder did not.
 //
 // The probe runs in its own process, not as a goroutine of the benchmark,
 // so that Go's scheduler and the generator's goroutines do not delay it.
