@@ -88,9 +88,10 @@ type stallProbe struct {
 
 	mu     sync.Mutex
 	stalls []stall
-	seen   time.Time  // the probe has reported everything before this
-	wake   *sync.Cond // signalled when seen moves
-	done   bool       // the probe's output ended
+	seen   time.Time     // the probe has reported everything before this
+	wake   *sync.Cond    // signalled when seen moves
+	done   bool          // the probe's output ended
+	ended  chan struct{} // closed once read has returned
 }
 
 // maxStalls bounds the stalls kept (a run that pauses a thousand times a
@@ -109,7 +110,7 @@ func startStallProbe(exe string) (*stallProbe, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start the stall probe: %w", err)
 	}
-	p := &stallProbe{cmd: cmd}
+	p := &stallProbe{cmd: cmd, ended: make(chan struct{})}
 	p.wake = sync.NewCond(&p.mu)
 	go p.read(out)
 	return p, nil
@@ -117,6 +118,7 @@ func startStallProbe(exe string) (*stallProbe, error) {
 
 // read takes in the probe's reports until its output ends.
 func (p *stallProbe) read(r io.Reader) {
+	defer close(p.ended)
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		at, late, ok := parseStallLine(sc.Text())
@@ -194,9 +196,11 @@ func (p *stallProbe) in(windows []window) []stall {
 	return out
 }
 
-// stop ends the probe process.
+// stop ends the probe process: its output ends with it, then Wait may
+// close the pipe.
 func (p *stallProbe) stop() {
 	p.cmd.Process.Kill()
+	<-p.ended
 	p.cmd.Wait()
 }
 
