@@ -259,7 +259,8 @@ func (r *results) markdown() string {
 		" × each row's peak, measured from each request's scheduled send time; the storage row's are per store call under the closed loop. " +
 		"Floor p99 is the HTTP ceiling server's p99 when driven the same way at the same rate: the latency of a server that does nothing, on this machine, with the generator beside it. " +
 		"CPU µs/op is the server process's user+system time over both measured phases divided by their requests. " +
-		"The HTTP ceiling next to a row is its closed loop measured again right after that row (at most 3 s): this machine's speed can drift by tens of percent within minutes, and the ceiling measured next to a row drifted with it.\n\n")
+		"The HTTP ceiling next to a row is its closed loop measured again right after that row (at most 3 s): this machine's speed can drift by tens of percent within minutes, and the ceiling measured next to a row drifted with it. " +
+		"Machine stalls (in each row's note) are the time in which the machine ran nothing that was ready to run, as a process of the benchmark's own that sleeps 1 ms at a time saw it: lost time that falls at one point of every 100 ms cycle is the machine's host pausing it, and no latency measured then can be shorter.\n\n")
 	if st := r.Storage; st != nil {
 		how := "read, judge and write in the writer's transaction"
 		if st.Backend == "postgres" {
