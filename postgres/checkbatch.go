@@ -16,7 +16,7 @@ import (
 // (Options.CheckBatch). PostgreSQL's cost per statement is mostly starting
 // its plan and committing, whatever the batch holds: measured with pgbench
 // on this statement, a check alone cost PostgreSQL 260-290 µs of CPU, and
-// one of eight in a batch 82-88 µs (docs/benchmarks.md).
+// one of eight in a batch 82-88 µs (docs/benchmarks-history.md).
 const DefaultCheckBatch = 16
 
 // checkBatcher runs the checks that decidingCheckSQL decides, gathering
@@ -299,8 +299,11 @@ func signal(ch chan struct{}) {
 }
 
 // decide runs decidingCheckSQL for batch, whose users are distinct. It
-// returns a result per call; an error is the whole statement's, and then
-// nothing it did was committed.
+// returns a result per call, or an error for the whole statement. An error
+// from PostgreSQL means nothing the statement did committed; an answer that
+// cannot be read (a scan error, a check answered twice) comes after the
+// statement ran, so it may have: rolledBack tells the two apart, and only
+// the first is run again.
 func (db *DB) decide(batch []*checkCall) ([]checkResult, error) {
 	const op = "postgres.CheckPIN"
 	n := len(batch)
