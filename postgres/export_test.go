@@ -43,7 +43,7 @@ func (db *DB) Warm(ctx context.Context) error {
 // up to batch checks into a statement and runs at most leaders statements
 // at once. Call it before the store is used.
 func (db *DB) SetCheckBatching(batch, leaders int) {
-	db.checks = &checkBatcher{db: db, maxBatch: batch, maxLeaders: leaders, inFlight: map[string]int{}}
+	db.checks = newBatcherOfChecks(db, batch, leaders)
 }
 
 // QueuedChecks counts the checks waiting for a statement.
