@@ -16,17 +16,24 @@ import (
 	"github.com/verityhq/verity/postgres"
 )
 
-// batchRecorder records how many checks each check statement carried, in
-// the order they were sent, and the errors they ended with (a deadlock
-// would otherwise be hidden by the re-run of each check alone).
+// batchRecorder records how many calls each shared statement carried, in
+// the order they were sent, and the errors statements ended with (a
+// deadlock would otherwise be hidden by the re-run of each call alone).
+// It records the check statements, or, with match set, the shared
+// statements whose text holds match.
 type batchRecorder struct {
+	match  string
 	mu     sync.Mutex
 	sizes  []int
 	failed []error
 }
 
 func (r *batchRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	if strings.Contains(d.SQL, "WITH ORDINALITY") {
+	match := r.match
+	if match == "" {
+		match = "code_hash"
+	}
+	if strings.Contains(d.SQL, "WITH ORDINALITY") && strings.Contains(d.SQL, match) {
 		users, _ := d.Args[0].([]string)
 		r.mu.Lock()
 		r.sizes = append(r.sizes, len(users))

@@ -56,3 +56,21 @@ func (db *DB) QueuedChecks() int {
 // FailSharedChecks makes every statement that several checks share fail
 // with fail's error before it is sent. Call it before the store is used.
 func (db *DB) FailSharedChecks(fail func() error) { db.failSharedCheck = fail }
+
+// SetAppWriteBatching replaces the store's batcher of authenticator app
+// checks' writes with one that puts up to batch writes into a statement
+// and runs at most leaders statements at once. Call it before the store
+// is used.
+func (db *DB) SetAppWriteBatching(batch, leaders int) {
+	db.appWrites = newBatcherOfAppWrites(db, batch, leaders)
+}
+
+// QueuedAppWrites counts the app checks' writes waiting for a statement.
+func (db *DB) QueuedAppWrites() int {
+	db.appWrites.mu.Lock()
+	defer db.appWrites.mu.Unlock()
+	return len(db.appWrites.queue)
+}
+
+// AppWriteSQL is the statement authenticator app checks' writes share.
+func AppWriteSQL() string { return appWriteSQL }

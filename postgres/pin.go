@@ -225,7 +225,9 @@ const checkPINRounds = 3
 // the PIN's in SQL (decidingCheckSQL): a check is then one round trip.
 // Otherwise it judges in Go and applies the verdict with ConsumePIN's,
 // CountFailedTry's or UseStep's conditional write, which other nodes cannot
-// slip past: two round trips. Holding a row lock across the judge would cost
+// slip past: two round trips. An authenticator app's code is always judged
+// in Go, and its write shares a statement with other app checks' writes
+// (appWriteSQL). Holding a row lock across the judge would cost
 // two more; instead, when the write finds that a concurrent check changed
 // the state since the read, it reads and judges again.
 func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecked, error) {
@@ -275,9 +277,9 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 			out.AppVerdict, out.Step = c.JudgeApp(u, app)
 			switch out.AppVerdict {
 			case verity.UseStepIt:
-				out.Applied, err = db.UseStep(ctx, c.StepUse(app, out.Step))
+				out.Applied, err = db.useStepShared(ctx, c.StepUse(app, out.Step))
 			case verity.CountIt:
-				out.Applied, err = db.CountFailedTry(ctx, c.AppFailedTry(u))
+				out.Applied, err = db.countAppFailureShared(ctx, c.AppFailedTry(u))
 			default:
 				return out, nil
 			}

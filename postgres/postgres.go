@@ -109,19 +109,21 @@ type Options struct {
 	QueryExecMode pgx.QueryExecMode
 
 	// CheckBatch is how many concurrent PIN checks one statement may
-	// decide together; default DefaultCheckBatch, 1 for a statement per
+	// decide together, and how many authenticator app checks' writes one
+	// statement may make; default DefaultCheckBatch, 1 for a statement per
 	// check. Checks queue for a statement only while a quarter of the
-	// pool's connections already run check statements, so a lone check
-	// never waits.
+	// pool's connections already run check statements (and app writes
+	// while another quarter run theirs), so a lone check never waits.
 	CheckBatch int
 }
 
 // DB is a verity.Store on a PostgreSQL database, safe for concurrent use by
 // any number of goroutines and nodes.
 type DB struct {
-	pool    *pgxpool.Pool
-	timeout time.Duration // per store call; 0 for none
-	checks  *checkBatcher
+	pool      *pgxpool.Pool
+	timeout   time.Duration // per store call; 0 for none
+	checks    *checkBatcher
+	appWrites *appWriteBatcher
 
 	failSharedCheck func() error // tests: fails a shared check statement before it is sent
 }
@@ -146,6 +148,7 @@ func open(ctx context.Context, cfg *pgxpool.Config, opts Options) (*DB, error) {
 	}
 	db := &DB{pool: pool, timeout: opts.StatementTimeout}
 	db.checks = newCheckBatcher(db, opts.CheckBatch, int(cfg.MaxConns))
+	db.appWrites = newAppWriteBatcher(db, opts.CheckBatch, int(cfg.MaxConns))
 	switch {
 	case opts.StatementTimeout == 0:
 		db.timeout = DefaultStatementTimeout
