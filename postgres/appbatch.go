@@ -9,12 +9,12 @@ import (
 
 // The write of an authenticator app check. A check's read is shared with
 // other checks (decidingCheckSQL), but the code is judged in Go, where the
-// seed can be opened, so its write is a second statement: on its own, that
-// statement cost PostgreSQL as much as the whole of a PIN check (a wrong
-// code's count 265 µs of CPU and more, docs/benchmarks.md) and held app
-// checks to a third of the PIN checks' rate. Concurrent app checks' writes
-// therefore share statements too (appWriteSQL), gathered by a batcher like
-// the checks' own.
+// seed can be opened, so its write is a second statement. On its own, that
+// statement cost PostgreSQL about as much as a whole PIN check and held app
+// checks to a third of the PIN checks' rate; shared, app checks ran 75-86 %
+// faster at 30-38 % less PostgreSQL CPU each (docs/benchmarks.md). So
+// concurrent app checks' writes share statements (appWriteSQL), gathered by
+// a batcher like the checks' own.
 
 // appWrite is what an app check writes once its code is judged: a right
 // code uses its step (use set, as UseStep does), a wrong one counts a

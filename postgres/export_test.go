@@ -53,8 +53,8 @@ func (db *DB) QueuedChecks() int {
 	return len(db.checks.queue)
 }
 
-// FailSharedChecks makes every statement that several checks share fail
-// with fail's error before it is sent. Call it before the store is used.
+// FailSharedChecks makes every statement that several checks (or several
+// app checks' writes) share fail with fail's error before it is sent. Call it before the store is used.
 func (db *DB) FailSharedChecks(fail func() error) { db.failSharedCheck = fail }
 
 // SetAppWriteBatching replaces the store's batcher of authenticator app

@@ -125,7 +125,7 @@ type DB struct {
 	checks    *checkBatcher
 	appWrites *appWriteBatcher
 
-	failSharedCheck func() error // tests: fails a shared check statement before it is sent
+	failSharedCheck func() error // tests: fails a shared statement (checks, app writes) before it is sent
 }
 
 var _ verity.Store = (*DB)(nil)
