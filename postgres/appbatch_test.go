@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -342,6 +343,122 @@ func TestAppWriteStatementPlanFindsRowsByKeyAfterTheTablesGrew(t *testing.T) {
 		if strings.Contains(line, "Seq Scan") || strings.Contains(line, "Hash Join") {
 			t.Errorf("the app write statement's plan scans or hash-joins a table:\n%s", strings.Join(plan, "\n"))
 			break
+		}
+	}
+}
+
+// TestAppWritesOnTwoNodesKeepEveryLimit: two nodes share app checks'
+// writes for the same users while single-statement uses and failures of
+// those users run beside them. No statement fails (no deadlock between
+// batches, or between a batch and a single statement), each user's step is
+// used exactly once, and exactly the failure budget of wrong codes is
+// counted, across both nodes.
+func TestAppWritesOnTwoNodesKeepEveryLimit(t *testing.T) {
+	ctx := context.Background()
+	const users, limit = 16, 10 // u1…u8 type wrong codes, u9…u16 a right one
+	f := newFixture(t, postgres.Options{})
+	appUsers(t, f, users)
+	var rec1, rec2 batchRecorder
+	rec1.match, rec2.match = "use_step", "use_step"
+	nodes := []*postgres.DB{openTraced(t, f, &rec1), openTraced(t, f, &rec2)}
+	for _, db := range nodes {
+		db.SetAppWriteBatching(8, 2)
+		if err := db.Warm(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apps := make(map[int]*verity.Factor)
+	for i := users/2 + 1; i <= users; i++ {
+		app, err := f.db.Factor(ctx, fmt.Sprintf("u%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		apps[i] = app
+	}
+
+	// Per wrong-code user: 12 checks on each node and 3 single counts; per
+	// right-code user: 6 checks on each node and 2 single uses; shuffled.
+	var calls []func() (applied bool, err error)
+	for i := 1; i <= users/2; i++ {
+		for _, db := range nodes {
+			for range 12 {
+				calls = append(calls, func() (bool, error) {
+					out, err := db.CheckPIN(ctx, appCheck(f, i, verity.CountIt, 0, limit))
+					return out.Applied, err
+				})
+			}
+		}
+		for k := range 3 {
+			calls = append(calls, func() (bool, error) {
+				c := appCheck(f, i, verity.CountIt, 0, limit)
+				return nodes[k%2].CountFailedTry(ctx, c.AppFailedTry(&verity.User{ID: c.UserID}))
+			})
+		}
+	}
+	for i := users/2 + 1; i <= users; i++ {
+		for _, db := range nodes {
+			for range 6 {
+				calls = append(calls, func() (bool, error) {
+					c := appCheck(f, i, verity.UseStepIt, 8, limit)
+					c.JudgeApp = func(_ *verity.User, app *verity.Factor) (verity.PINVerdict, int64) {
+						if app.LastStep >= 8 {
+							return verity.LeaveAsIs, 0 // a replay
+						}
+						return verity.UseStepIt, 8
+					}
+					out, err := db.CheckPIN(ctx, c)
+					return out.Applied, err
+				})
+			}
+		}
+		for k := range 2 {
+			calls = append(calls, func() (bool, error) {
+				c := appCheck(f, i, verity.UseStepIt, 8, limit)
+				return nodes[k%2].UseStep(ctx, c.StepUse(apps[i], 8))
+			})
+		}
+	}
+	rand.Shuffle(len(calls), func(a, b int) { calls[a], calls[b] = calls[b], calls[a] })
+
+	applied := make([]bool, len(calls))
+	var wg sync.WaitGroup
+	for k, call := range calls {
+		wg.Go(func() {
+			ok, err := call()
+			if err != nil {
+				t.Errorf("call %d: %v", k, err)
+			}
+			applied[k] = ok
+		})
+	}
+	wg.Wait()
+	var wins int
+	for _, ok := range applied {
+		if ok {
+			wins++
+		}
+	}
+	if want := users/2*limit + users/2; wins != want {
+		t.Errorf("%d calls applied, want %d: %d failures for each of %d users and one use of step 8 for each of %d",
+			wins, want, limit, users/2, users/2)
+	}
+	conn := mustConnect(t, f.url)
+	defer conn.Close(ctx)
+	for i := 1; i <= users; i++ {
+		last, recorded, failures := appState(t, conn, i)
+		wrongCodes := i <= users/2
+		if wrongCodes && (failures != limit || last != 7) || !wrongCodes && (failures != 0 || last != 8 || !slices.Equal(recorded, []int64{7, 8})) {
+			t.Errorf("u%d: last step %d, recorded %v, failures %d", i, last, recorded, failures)
+		}
+	}
+	for _, rec := range []*batchRecorder{&rec1, &rec2} {
+		rec.mu.Lock()
+		if len(rec.failed) > 0 {
+			t.Errorf("a statement failed: %v", rec.failed)
+		}
+		rec.mu.Unlock()
+		if sizes := rec.take(); slices.Max(sizes) < 2 {
+			t.Errorf("a node's statements carried %v writes: nothing was shared", sizes)
 		}
 	}
 }
