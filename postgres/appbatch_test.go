@@ -18,6 +18,22 @@ import (
 	"github.com/verityhq/verity/postgres"
 )
 
+// tracers passes every statement to each of its tracers.
+type tracers []pgx.QueryTracer
+
+func (ts tracers) TraceQueryStart(ctx context.Context, conn *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	for _, t := range ts {
+		ctx = t.TraceQueryStart(ctx, conn, d)
+	}
+	return ctx
+}
+
+func (ts tracers) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, d pgx.TraceQueryEndData) {
+	for _, t := range ts {
+		t.TraceQueryEnd(ctx, conn, d)
+	}
+}
+
 // appUsers adds users u2…u<n> to f's service (u1 is f's own) and gives
 // each of u1…u<n> an authenticator app, active at step 7.
 func appUsers(t *testing.T, f *fixture, n int) {
@@ -130,8 +146,8 @@ func appWritesBehindU1(t *testing.T, f *fixture, db *postgres.DB, checks []verit
 func TestAppWritesQueuedBehindAStatementShareTheNext(t *testing.T) {
 	f := newFixture(t, postgres.Options{})
 	appUsers(t, f, 6)
-	rec := &batchRecorder{match: "use_step"}
-	db := openTraced(t, f, rec)
+	rec, reads := &batchRecorder{match: "use_step"}, &batchRecorder{}
+	db := openTraced(t, f, tracers{rec, reads})
 	db.SetAppWriteBatching(16, 1)
 	conn := mustConnect(t, f.url)
 	defer conn.Close(context.Background())
@@ -159,6 +175,15 @@ func TestAppWritesQueuedBehindAStatementShareTheNext(t *testing.T) {
 	}
 	if sizes := rec.take(); !slices.Equal(sizes, []int{1, 5, 1}) {
 		t.Errorf("statements carried %v writes, want [1 5 1]", sizes)
+	}
+	// Every first read went through the check statement, which the checks
+	// share (u6's second, after its refused use, is a read of its own).
+	var read int
+	for _, n := range reads.take() {
+		read += n
+	}
+	if read != len(checks) {
+		t.Errorf("the check statement read for %d app checks, want all %d", read, len(checks))
 	}
 	type state struct {
 		lastStep int64

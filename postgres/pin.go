@@ -220,8 +220,9 @@ func (n *nullPIN) get(userID string) *verity.PIN {
 const checkPINRounds = 3
 
 // CheckPIN reads the user, its newest PIN and its active app in one
-// statement. With c.CodeHash (verity.PINCheck says when it applies) that
-// statement also decides and writes, comparing the typed code's hash with
+// statement, shared with other concurrent checks (decidingCheckSQL). With
+// c.CodeHash (verity.PINCheck says when it applies) that statement also
+// decides and writes, comparing the typed code's hash with
 // the PIN's in SQL (decidingCheckSQL): a check is then one round trip.
 // Otherwise it judges in Go and applies the verdict with ConsumePIN's,
 // CountFailedTry's or UseStep's conditional write, which other nodes cannot
@@ -238,7 +239,10 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 		var app *verity.Factor
 		var decided deciding
 		var err error
-		if round == 0 && len(c.CodeHash) == verity.CodeHashSize {
+		if round == 0 {
+			// Shared with other checks; without the typed code's hash
+			// (an authenticator app's code, a check by auth id) the
+			// statement only reads.
 			u, p, app, decided, err = db.decidingCheck(ctx, c)
 		} else {
 			u, p, app, err = db.userWithPINAndApp(ctx, c.ServiceID, c.UserID)
