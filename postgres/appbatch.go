@@ -41,13 +41,7 @@ type appWriteBatcher = batcher[appWrite, appWriteResult]
 // newAppWriteBatcher batches app writes as newCheckBatcher batches checks,
 // with a statement budget of its own.
 func newAppWriteBatcher(db *DB, batch, poolSize int) *appWriteBatcher {
-	if batch <= 0 {
-		batch = DefaultCheckBatch
-	}
-	leaders := poolSize
-	if batch > 1 {
-		leaders = poolSize / 4
-	}
+	batch, leaders := batchBounds(batch, poolSize)
 	return newBatcherOfAppWrites(db, batch, leaders)
 }
 

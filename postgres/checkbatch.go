@@ -39,14 +39,22 @@ type checkResult struct {
 // 11,300-13,400 checks/s, a quarter at 14,300-14,700, a statement per check
 // at 4,000-4,300.
 func newCheckBatcher(db *DB, batch, poolSize int) *checkBatcher {
+	batch, leaders := batchBounds(batch, poolSize)
+	return newBatcherOfChecks(db, batch, leaders)
+}
+
+// batchBounds is how many calls a statement takes at most (batch, 0 for
+// the default) and how many statements run at once on a pool of poolSize
+// connections: a quarter of the pool when calls share statements, else the
+// whole pool.
+func batchBounds(batch, poolSize int) (perStatement, leaders int) {
 	if batch <= 0 {
 		batch = DefaultCheckBatch
 	}
-	leaders := poolSize
-	if batch > 1 {
-		leaders = poolSize / 4
+	if batch == 1 {
+		return 1, poolSize
 	}
-	return newBatcherOfChecks(db, batch, leaders)
+	return batch, poolSize / 4
 }
 
 // newBatcherOfChecks is newCheckBatcher with the leaders given.

@@ -574,29 +574,40 @@ func TestBatchedChecksOnTwoNodesKeepEveryLimit(t *testing.T) {
 // tables grew a thousandfold: a plan that hash-joined the checks with a
 // scan of the users took 21 ms a statement at 150,000 users.
 func TestCheckStatementPlanFindsRowsByKeyAfterTheTablesGrew(t *testing.T) {
-	ctx := context.Background()
 	f := newFixture(t, postgres.Options{})
 	batchUsers(t, f, 20)
+	planFindsRowsByKeyAfterGrowth(t, f, "check",
+		`PREPARE stmt(text[], text[], timestamptz[], timestamptz[], int[], int[], bytea[]) AS `+postgres.DecidingCheckSQL(),
+		`(ARRAY['u3', 'u7'], ARRAY['s1', 's1'], ARRAY[now(), now()], ARRAY[now(), now()], ARRAY[5, 5], ARRAY[5, 5],
+		ARRAY['\x02'::bytea, '\x02'::bytea])`,
+		`INSERT INTO pins (id, user_id, hash, created_at, expires_at)
+		 SELECT 'gp' || i, 'g' || i, '\x02', now(), now() + interval '1 hour' FROM generate_series(1, 20000) i`)
+}
+
+// planFindsRowsByKeyAfterGrowth prepares a statement (prepare, named stmt)
+// as a generic plan, the plan a prepared statement keeps, and plans it with
+// args on the fixture's small tables; then adds 20,000 users with an active
+// app each, runs grow, and fails t if the plan EXPLAIN EXECUTE gives now
+// scans or hash-joins a table.
+func planFindsRowsByKeyAfterGrowth(t *testing.T, f *fixture, what, prepare, args string, grow ...string) {
+	t.Helper()
+	ctx := context.Background()
 	conn := mustConnect(t, f.url)
 	defer conn.Close(ctx)
-	args := `(ARRAY['u3', 'u7'], ARRAY['s1', 's1'], ARRAY[now(), now()], ARRAY[now(), now()], ARRAY[5, 5], ARRAY[5, 5],
-		ARRAY['\x02'::bytea, '\x02'::bytea])`
-	for _, q := range []string{
-		`SET plan_cache_mode = force_generic_plan`, // the plan a prepared statement keeps
-		`PREPARE decide(text[], text[], timestamptz[], timestamptz[], int[], int[], bytea[]) AS ` + postgres.DecidingCheckSQL(),
-		`EXPLAIN EXECUTE decide` + args, // plans it, on 20 users
+	for _, q := range append([]string{
+		`SET plan_cache_mode = force_generic_plan`,
+		prepare,
+		`EXPLAIN EXECUTE stmt` + args, // plans it, on the small tables
 		`INSERT INTO users (id, service_id, id_in_service, phone, phone_type, created_at)
 		 SELECT 'g' || i, 's1', 'g' || i, '+3725555555', 'MOBILE', now() FROM generate_series(1, 20000) i`,
-		`INSERT INTO pins (id, user_id, hash, created_at, expires_at)
-		 SELECT 'gp' || i, 'g' || i, '\x02', now(), now() + interval '1 hour' FROM generate_series(1, 20000) i`,
 		`INSERT INTO factors (id, user_id, status, key_id, secret, algorithm, digits, period, created_at, activated_at)
 		 SELECT 'gf' || i, 'g' || i, 'active', 'k', '\x00', 'SHA1', 6, 30, now(), now() FROM generate_series(1, 20000) i`,
-	} {
+	}, grow...) {
 		if _, err := conn.Exec(ctx, q); err != nil {
 			t.Fatalf("%.60s…: %v", q, err)
 		}
 	}
-	rows, err := conn.Query(ctx, `EXPLAIN EXECUTE decide`+args, pgx.QueryExecModeSimpleProtocol)
+	rows, err := conn.Query(ctx, `EXPLAIN EXECUTE stmt`+args, pgx.QueryExecModeSimpleProtocol)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -606,7 +617,7 @@ func TestCheckStatementPlanFindsRowsByKeyAfterTheTablesGrew(t *testing.T) {
 	}
 	for _, line := range plan {
 		if strings.Contains(line, "Seq Scan") || strings.Contains(line, "Hash Join") {
-			t.Errorf("the check statement's plan scans or hash-joins a table:\n%s", strings.Join(plan, "\n"))
+			t.Errorf("the %s statement's plan scans or hash-joins a table:\n%s", what, strings.Join(plan, "\n"))
 			break
 		}
 	}
