@@ -38,14 +38,7 @@ func (ts tracers) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, d pgx.Trace
 func appUsers(t *testing.T, f *fixture, n int) {
 	t.Helper()
 	ctx := context.Background()
-	for i := 1; i <= n; i++ {
-		u := &verity.User{ID: fmt.Sprintf("u%d", i), ServiceID: f.service.ID, IDInService: fmt.Sprintf("user%d", i),
-			Phone: "+3725555555", PhoneType: "MOBILE", CreatedAt: t0}
-		if i > 1 {
-			if err := f.db.CreateUser(ctx, u); err != nil {
-				t.Fatal(err)
-			}
-		}
+	for i, u := range numberedUsers(t, f, n) {
 		app := &verity.Factor{ID: uuid.NewString(), UserID: u.ID, Status: verity.FactorPending, KeyID: "k1",
 			Secret: make([]byte, 48), Algorithm: "SHA1", Digits: 6, Period: 30, CreatedAt: t0}
 		if err := f.db.PutPendingFactor(ctx, app); err != nil {

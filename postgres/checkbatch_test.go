@@ -58,20 +58,31 @@ func (r *batchRecorder) take() []int {
 	return s
 }
 
+// numberedUsers adds users u2…u<n> to f's service (u1 is f's own) and
+// returns u1…u<n> by number.
+func numberedUsers(t *testing.T, f *fixture, n int) map[int]*verity.User {
+	t.Helper()
+	users := make(map[int]*verity.User, n)
+	for i := 1; i <= n; i++ {
+		u := &verity.User{ID: fmt.Sprintf("u%d", i), ServiceID: f.service.ID, IDInService: fmt.Sprintf("user%d", i),
+			Phone: "+3725555555", PhoneType: "MOBILE", CreatedAt: t0}
+		if i > 1 {
+			if err := f.db.CreateUser(context.Background(), u); err != nil {
+				t.Fatal(err)
+			}
+		}
+		users[i] = u
+	}
+	return users
+}
+
 // batchUsers adds users u2…u<n> to f's service (u1 is f's own) and starts
 // for each user i a PIN p<i> whose hash is codeHash(i), pending for an hour
 // from t0.
 func batchUsers(t *testing.T, f *fixture, n int) {
 	t.Helper()
 	ctx := context.Background()
-	for i := 1; i <= n; i++ {
-		u := &verity.User{ID: fmt.Sprintf("u%d", i), ServiceID: f.service.ID, IDInService: fmt.Sprintf("user%d", i),
-			Phone: "+3725555555", PhoneType: "MOBILE", CreatedAt: t0}
-		if i > 1 {
-			if err := f.db.CreateUser(ctx, u); err != nil {
-				t.Fatal(err)
-			}
-		}
+	for i, u := range numberedUsers(t, f, n) {
 		p := start(u, fmt.Sprintf("p%d", i), t0)
 		p.PIN.Hash = codeHash(byte(i))
 		if _, err := f.db.StartPIN(ctx, p); err != nil {
