@@ -54,8 +54,12 @@ func newBatcherOfAppWrites(db *DB, batch, leaders int) *appWriteBatcher {
 }
 
 // useStepShared is UseStep in a statement shared with other app checks'
-// writes.
+// writes. With sharing off (--pg-check-batch 1) it is UseStep, whose
+// statement is cheaper than the shared one for a single write.
 func (db *DB) useStepShared(ctx context.Context, u verity.StepUse) (bool, error) {
+	if db.appWrites.maxBatch == 1 {
+		return db.UseStep(ctx, u)
+	}
 	if !storable(u.FactorID, u.UserID) {
 		return false, nil
 	}
@@ -65,9 +69,10 @@ func (db *DB) useStepShared(ctx context.Context, u verity.StepUse) (bool, error)
 }
 
 // countAppFailureShared is CountFailedTry for a try without a PIN, in a
-// statement shared with other app checks' writes.
+// statement shared with other app checks' writes; with sharing off, it is
+// CountFailedTry.
 func (db *DB) countAppFailureShared(ctx context.Context, f verity.FailedTry) (bool, error) {
-	if f.PINID != "" {
+	if f.PINID != "" || db.appWrites.maxBatch == 1 {
 		return db.CountFailedTry(ctx, f)
 	}
 	if !storable(f.UserID) {

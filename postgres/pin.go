@@ -239,10 +239,11 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 		var app *verity.Factor
 		var decided deciding
 		var err error
-		if round == 0 {
+		if round == 0 && (len(c.CodeHash) == verity.CodeHashSize || db.checks.maxBatch > 1) {
 			// Shared with other checks; without the typed code's hash
 			// (an authenticator app's code, a check by auth id) the
-			// statement only reads.
+			// statement only reads, which a statement of its own
+			// (userWithPINAndApp) does more cheaply when nothing shares.
 			u, p, app, decided, err = db.decidingCheck(ctx, c)
 		} else {
 			u, p, app, err = db.userWithPINAndApp(ctx, c.ServiceID, c.UserID)
