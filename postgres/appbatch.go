@@ -57,7 +57,7 @@ func newBatcherOfAppWrites(db *DB, batch, leaders int) *appWriteBatcher {
 // writes. With sharing off (--pg-check-batch 1) it is UseStep, whose
 // statement is cheaper than the shared one for a single write.
 func (db *DB) useStepShared(ctx context.Context, u verity.StepUse) (bool, error) {
-	if db.appWrites.maxBatch == 1 {
+	if !db.appWrites.shares() {
 		return db.UseStep(ctx, u)
 	}
 	if !storable(u.FactorID, u.UserID) {
@@ -72,7 +72,7 @@ func (db *DB) useStepShared(ctx context.Context, u verity.StepUse) (bool, error)
 // statement shared with other app checks' writes; with sharing off, it is
 // CountFailedTry.
 func (db *DB) countAppFailureShared(ctx context.Context, f verity.FailedTry) (bool, error) {
-	if f.PINID != "" || db.appWrites.maxBatch == 1 {
+	if f.PINID != "" || !db.appWrites.shares() {
 		return db.CountFailedTry(ctx, f)
 	}
 	if !storable(f.UserID) {
@@ -134,7 +134,8 @@ const appWriteSQL = `
 	FROM c`
 
 // decideAppWrites runs appWriteSQL for batch, whose users are distinct. It
-// returns a result per write, or an error for the whole statement (see
+// returns a result per write, or an error for the whole statement and no
+// results (the batcher answers each write with it; see
 // DB.decide for which errors may follow a committed statement). A write
 // alone whose step is already recorded is not applied, as with UseStep.
 func (db *DB) decideAppWrites(batch []appWrite) ([]appWriteResult, error) {
@@ -148,9 +149,8 @@ func (db *DB) decideAppWrites(batch []appWrite) ([]appWriteResult, error) {
 		users[i], factors[i], steps[i], uses[i] = w.userID, w.factorID, w.step, w.use
 		windowStarts[i], nows[i], failureLimits[i] = ts(w.windowStart), ts(w.now), clampInt32(w.failureLimit)
 	}
-	results := make([]appWriteResult, n)
 	if err := db.refuseShared(n); err != nil {
-		return results, translate(op, err)
+		return nil, translate(op, err)
 	}
 	// One caller's ctx must not cancel the others' writes: the statement
 	// has the store's own deadline alone.
@@ -158,24 +158,24 @@ func (db *DB) decideAppWrites(batch []appWrite) ([]appWriteResult, error) {
 	defer cancel()
 	failed := func(err error) ([]appWriteResult, error) {
 		if n == 1 && hasCode(err, codeUniqueViolation) {
-			return make([]appWriteResult, n), nil // the step is recorded already: not applied
+			return []appWriteResult{{}}, nil // the step is recorded already: not applied
 		}
-		return make([]appWriteResult, n), translate(op, err)
+		return nil, translate(op, err)
 	}
 	rows, err := db.pool.Query(ctx, appWriteSQL, users, factors, steps, uses, windowStarts, nows, failureLimits)
 	if err != nil {
 		return failed(err)
 	}
 	defer rows.Close()
-	found := make([]bool, n)
+	results, found := make([]appWriteResult, n), make([]bool, n)
 	for rows.Next() {
 		var k int64 // the write's ordinal, from 1
 		var applied bool
 		if err := rows.Scan(&k, &applied); err != nil {
-			return make([]appWriteResult, n), translate(op, err)
+			return nil, translate(op, err)
 		}
 		if k < 1 || k > int64(n) || found[k-1] {
-			return make([]appWriteResult, n), verity.Errorf(verity.EINTERNAL, "%s: the app write statement answered for write %d of %d twice or out of range", op, k, n)
+			return nil, verity.Errorf(verity.EINTERNAL, "%s: the app write statement answered for write %d of %d twice or out of range", op, k, n)
 		}
 		found[k-1] = true
 		results[k-1].applied = applied
@@ -185,7 +185,7 @@ func (db *DB) decideAppWrites(batch []appWrite) ([]appWriteResult, error) {
 	}
 	for i := range found {
 		if !found[i] {
-			return make([]appWriteResult, n), verity.Errorf(verity.EINTERNAL, "%s: the app write statement did not answer for write %d of %d", op, i+1, n)
+			return nil, verity.Errorf(verity.EINTERNAL, "%s: the app write statement did not answer for write %d of %d", op, i+1, n)
 		}
 	}
 	return results, nil

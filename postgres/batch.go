@@ -60,6 +60,11 @@ func newBatcher[C, R any](op string, batch, leaders int, user func(C) string,
 		maxBatch: max(1, batch), maxLeaders: max(1, leaders), inFlight: map[string]int{}}
 }
 
+// shares reports whether calls may share a statement: with a batch of one
+// (--pg-check-batch 1) each call is a statement of its own, and callers
+// with a cheaper single statement for the job send that instead.
+func (b *batcher[C, R]) shares() bool { return b.maxBatch > 1 }
+
 // do runs in in a shared statement and returns its result. A ctx that ends
 // while in is still queued withdraws it; once in is in a statement, the
 // call waits for its result (the statement is bounded by

@@ -220,7 +220,8 @@ func (n *nullPIN) get(userID string) *verity.PIN {
 const checkPINRounds = 3
 
 // CheckPIN reads the user, its newest PIN and its active app in one
-// statement, shared with other concurrent checks (decidingCheckSQL). With
+// statement, shared with other concurrent checks (decidingCheckSQL) unless
+// sharing is off and there is no typed code's hash to decide with. With
 // c.CodeHash (verity.PINCheck says when it applies) that statement also
 // decides and writes, comparing the typed code's hash with
 // the PIN's in SQL (decidingCheckSQL): a check is then one round trip.
@@ -239,7 +240,7 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 		var app *verity.Factor
 		var decided deciding
 		var err error
-		if round == 0 && (len(c.CodeHash) == verity.CodeHashSize || db.checks.maxBatch > 1) {
+		if round == 0 && (len(c.CodeHash) == verity.CodeHashSize || db.checks.shares()) {
 			// Shared with other checks; without the typed code's hash
 			// (an authenticator app's code, a check by auth id) the
 			// statement only reads, which a statement of its own
