@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,11 +228,8 @@ func (r *runner) seed(ctx context.Context) error {
 		r.release(p)
 		return fmt.Errorf("seed users: %w", err)
 	}
-	// Scenarios take their users from the front of r.uids. Shuffled (the
-	// same way every run), those are spread over the whole data set, as a
-	// service's active users are: with ids that grow with time (UUIDv7), the
-	// first seeded users' index and table entries would share a few pages.
-	rand.New(rand.NewPCG(1, 2)).Shuffle(len(r.uids), func(i, j int) { r.uids[i], r.uids[j] = r.uids[j], r.uids[i] })
+	// r.uids comes in a spread order (see spreadOrder): the users the
+	// scenarios take from its front are spread over the whole data set.
 	r.results.Seed = seedInfo{Users: r.cfg.users, Seconds: took.Seconds(), UsersPerSec: ratio(float64(r.cfg.users), took.Seconds()),
 		Method: map[bool]string{true: "POST …/users/bulk (1000 per request, 4 in parallel)", false: "POST …/users (16 in parallel; no bulk endpoint)"}[r.bulk]}
 	logf("seeded %d users in %.1fs (%s)", r.cfg.users, took.Seconds(), r.results.Seed.Method)
