@@ -47,10 +47,13 @@ func (db *DB) SetCheckBatching(batch, leaders int) {
 }
 
 // QueuedChecks counts the checks waiting for a statement.
-func (db *DB) QueuedChecks() int {
-	db.checks.mu.Lock()
-	defer db.checks.mu.Unlock()
-	return len(db.checks.queue)
+func (db *DB) QueuedChecks() int { return db.checks.queued() }
+
+// queued counts the calls waiting for a statement.
+func (b *batcher[C, R]) queued() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.queue)
 }
 
 // FailSharedChecks makes every statement that several checks (or several
@@ -66,11 +69,7 @@ func (db *DB) SetAppWriteBatching(batch, leaders int) {
 }
 
 // QueuedAppWrites counts the app checks' writes waiting for a statement.
-func (db *DB) QueuedAppWrites() int {
-	db.appWrites.mu.Lock()
-	defer db.appWrites.mu.Unlock()
-	return len(db.appWrites.queue)
-}
+func (db *DB) QueuedAppWrites() int { return db.appWrites.queued() }
 
 // AppWriteSQL is the statement authenticator app checks' writes share.
 func AppWriteSQL() string { return appWriteSQL }
