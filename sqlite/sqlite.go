@@ -7,6 +7,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"embed"
@@ -15,10 +16,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -42,6 +45,23 @@ type DB struct {
 	log       *slog.Logger
 
 	checkpointFailing bool // the last checkpoint failed; the checkpointer goroutine's own
+
+	// file, with SyncNormal only (nil otherwise), is the database file
+	// opened once more, for the checkpointer to sync what its checkpoints
+	// copy beside the writer (see checkpoint). It is closed after every
+	// connection: closing any descriptor of a file drops the POSIX locks
+	// this process holds on it, SQLite's included.
+	file *os.File
+	// walRestartFrames is, with SyncNormal, how many frames the WAL holds
+	// before the checkpointer stops the writer to copy it back whole (see
+	// checkpoint).
+	walRestartFrames int64
+	// lastCopied is how many of the WAL's frames the last checkpoint left
+	// copied; the checkpointer goroutine's own.
+	lastCopied int64
+	// writerCheckpoints and fileSyncs count the checkpointer's two costly
+	// steps, for tests.
+	writerCheckpoints, fileSyncs atomic.Int64
 
 	stopCheckpoints, checkpointsDone chan struct{}
 	stopCheckpointsOnce              sync.Once
@@ -75,6 +95,8 @@ type Options struct {
 	// fails (the write-ahead log then grows until one succeeds). nil
 	// discards it.
 	Log *slog.Logger
+
+	walRestartFrames int64 // tests: 0 means the constant walRestartFrames
 }
 
 // Open opens (creating if missing) the database file at path with the
@@ -155,12 +177,23 @@ func OpenWith(path string, opts Options) (*DB, error) {
 	reader.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
 	reader.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
 
+	var file *os.File
+	if synchronous == "NORMAL" {
+		if file, err = os.OpenFile(path, os.O_RDWR, 0); err != nil {
+			reader.Close()
+			writer.Close()
+			conn.close()
+			return nil, fmt.Errorf("open %s for the checkpointer's syncs: %w", path, err)
+		}
+	}
+
 	q := newWriteQueue(conn)
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	db := &DB{path: path, writer: writer, reader: reader, q: q, readStmts: newStmtCache(reader), log: log,
+		file: file, walRestartFrames: cmp.Or(opts.walRestartFrames, walRestartFrames),
 		stopCheckpoints: make(chan struct{}), checkpointsDone: make(chan struct{})}
 	go db.checkpointer(checkpointInterval)
 	return db, nil
@@ -180,23 +213,8 @@ const checkpointInterval = 100 * time.Millisecond
 // checkpointer copies the WAL into the database file. With SQLite's
 // automatic checkpoints, the commit that crosses the WAL threshold runs the
 // checkpoint itself and holds the single writer (measured: ~20 ms every
-// ~0.4 s under load), so every queued write waits. Instead, each tick:
-//
-//  1. a PASSIVE checkpoint on the writer pool (not the queue's connection)
-//     copies the bulk of the WAL beside the writer, blocking neither it nor
-//     the readers;
-//  2. a second one runs on the writer's own connection between two batches
-//     and copies what was committed meanwhile: 0.1–1 ms of the writer's
-//     time at 1000 users, up to 20–40 ms when a million users' starts
-//     scatter more changes than step 1 keeps up with (tried: more passes of
-//     step 1 first did not shorten it). Every write waits for it, but it
-//     bounds the WAL: only a WAL copied back whole can start over from its
-//     beginning, at the next commit. Step 1 alone never gets there under a
-//     steady load, whose commits keep adding frames while it copies, and the
-//     WAL then grows without bound (1 GB in a minute of the check
-//     benchmark), each commit paying for a longer file. A reader still
-//     reading from the WAL keeps a tick from restarting it (one on an old
-//     snapshot also keeps it from being copied whole); a later tick does.
+// ~0.4 s under load), so every queued write waits. Instead each tick runs
+// checkpoint, which does nearly all of the work beside the writer.
 func (db *DB) checkpointer(interval time.Duration) {
 	defer close(db.checkpointsDone)
 	t := time.NewTicker(interval)
@@ -221,15 +239,68 @@ func (db *DB) stopCheckpointer() {
 	})
 }
 
-// checkpoint runs one tick of the checkpointer. A failure is retried at the
-// next tick; a run of them is logged once, when it starts, and its end once.
+// walRestartFrames: see DB.walRestartFrames. 8192 frames are 32 MiB of
+// 4 KiB pages, about a third of a second of the check benchmark's commits.
+const walRestartFrames = 8192
+
+// catchUpPasses bounds the checkpoints beside the writer that run before
+// the writer's own, with SyncNormal, each copying what was committed while
+// the one before ran: fewer frames each time, so the writer copies and
+// syncs only the last few milliseconds' worth.
+const catchUpPasses = 2
+
+// checkpoint runs one tick of the checkpointer:
+//
+//  1. A PASSIVE checkpoint on the writer pool (not the queue's connection)
+//     syncs the WAL and copies it into the database beside the writer,
+//     blocking neither it nor the readers. Under load it never copies the
+//     WAL whole: commits keep adding frames while it copies.
+//  2. A PASSIVE checkpoint on the writer's own connection, between two
+//     batches, copies and syncs what is left. Every write waits for it, but
+//     it bounds the WAL: only a WAL copied back whole can start over from
+//     its beginning, at the next commit. Step 1 alone never gets there
+//     under a steady load, and the WAL then grows without bound (1 GB in a
+//     minute of the check benchmark), each commit paying for a longer file.
+//
+// With SyncFull that is all, at every tick. With SyncNormal, whose commits
+// do not sync, step 2's syncs were what held the writer: SQLite syncs the
+// WAL before a checkpoint copies it and the database once one copies it
+// whole, so step 2 flushed every frame committed since step 1 and every
+// page step 1 had copied (on this disk about 13 µs a page): 10-25 ms, ten
+// times a second, 10-20 % of the writer's time in the check benchmark,
+// during which every write waited. So with SyncNormal:
+//
+//   - after step 1 has copied anything, the database file is synced
+//     through the store's own descriptor, beside the writer;
+//   - step 2 runs only once the WAL holds walRestartFrames, a few times a
+//     second under the benchmark's load, and before it steps 1 and the
+//     sync run again, up to catchUpPasses times, each copying what was
+//     committed during the one before; step 2 then takes a few ms.
+//
+// Measured with the check benchmark (--sqlite-sync normal, 1000 users):
+// p90 at half of peak 3.5-5 ms against 9-11, p99 11-14 against 17-21,
+// peak 0-8 % higher. With SyncFull the same took 5-7 % off check, start
+// and totp: there every commit waits for its own sync of the WAL, and a
+// sync of the database beside it made those wait longer.
+//
+// A reader still reading from the WAL keeps step 2 from restarting it (one
+// on an old snapshot also keeps it from being copied whole); a later tick
+// does. A failure is retried at the next tick; a run of them is logged
+// once, when it starts, and its end once.
 func (db *DB) checkpoint() {
-	_, err := db.writer.Exec("PRAGMA wal_checkpoint(PASSIVE)")
-	werr := db.q.runBetween(context.Background(), func(conn *rawConn) error {
-		_, err := conn.exec("PRAGMA wal_checkpoint(PASSIVE)")
-		return err
-	})
-	err = errors.Join(err, werr)
+	frames, err := db.checkpointBeside()
+	full := db.file == nil // SyncFull: step 2 at every tick, no syncs beside
+	// A WAL that started over since holds fewer frames than the bound.
+	for pass := 0; !full && err == nil && frames >= db.walRestartFrames && pass < catchUpPasses; pass++ {
+		frames, err = db.checkpointBeside()
+	}
+	if err == nil && (full || frames >= db.walRestartFrames) {
+		db.writerCheckpoints.Add(1)
+		err = db.q.runBetween(context.Background(), func(conn *rawConn) error {
+			_, err := conn.exec("PRAGMA wal_checkpoint(PASSIVE)")
+			return err
+		})
+	}
 	switch {
 	case err != nil && !db.checkpointFailing:
 		db.checkpointFailing = true
@@ -238,6 +309,26 @@ func (db *DB) checkpoint() {
 		db.checkpointFailing = false
 		db.log.Info("sqlite checkpoints succeed again", "path", db.path+"-wal")
 	}
+}
+
+// checkpointBeside runs step 1 of checkpoint, and with SyncNormal the sync
+// after it, and returns the frames in the WAL.
+func (db *DB) checkpointBeside() (frames int64, err error) {
+	var busy, copied int64 // copied: of the WAL's frames, how many are in the database
+	if err := db.writer.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil {
+		return 0, err
+	}
+	// Whether SQLite synced the file (it does when the WAL is copied back
+	// whole as it stands at the end) does not show here; a sync with little
+	// to flush costs little, and one with nothing new copied is skipped.
+	if db.file != nil && copied > 0 && copied != db.lastCopied {
+		db.fileSyncs.Add(1)
+		if err := syncData(db.file); err != nil {
+			return 0, fmt.Errorf("sync %s: %w", db.path, err)
+		}
+	}
+	db.lastCopied = copied
+	return frames, nil
 }
 
 // Migrate applies pending schema migrations. It refuses a database whose
@@ -294,6 +385,9 @@ func (db *DB) Close() error {
 		qerr := db.q.close()
 		db.readStmts.close()
 		db.closeErr = errors.Join(qerr, db.reader.Close(), db.writer.Close())
+		if db.file != nil {
+			db.closeErr = errors.Join(db.closeErr, db.file.Close()) // last: see DB.file
+		}
 	})
 	return db.closeErr
 }

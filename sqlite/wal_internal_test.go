@@ -13,43 +13,16 @@ import (
 	"time"
 )
 
-// TestWALRestartsUnderContinuousWrites keeps the writer busy without a
-// pause and checks that the WAL still starts over from its beginning. A
-// checkpoint running beside the writer never catches up with it: frames
-// keep arriving while it copies, the WAL is never wholly copied back, so it
-// never restarts and grows by every commit for as long as the load lasts
-// (a gigabyte in a minute of the check benchmark), and every commit pays
-// for growing the file. The checkpoint the writer runs between two batches
-// lets it restart. A restart shows in the WAL header's checkpoint sequence
-// number (bytes 12-15), which SQLite raises each time.
-func TestWALRestartsUnderContinuousWrites(t *testing.T) {
+// continuousWrites keeps db's writer busy without a pause, from enough
+// goroutines that one is always queued while a batch commits, until the
+// returned stop function is called; stop reports how many writes committed.
+func continuousWrites(t *testing.T, db *DB) (stop func() int) {
+	t.Helper()
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v.db")
-	db, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	if _, err := db.writer.ExecContext(ctx, "CREATE TABLE scratch (id INTEGER PRIMARY KEY, v BLOB NOT NULL)"); err != nil {
 		t.Fatal(err)
 	}
-
-	walSequence := func() uint32 {
-		t.Helper()
-		f, err := os.Open(path + "-wal")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		var hdr [16]byte
-		if _, err := f.ReadAt(hdr[:], 0); err != nil {
-			t.Fatal(err)
-		}
-		return binary.BigEndian.Uint32(hdr[12:])
-	}
-
-	// Enough writers that one is always queued while a batch commits.
-	stop := make(chan struct{})
+	done := make(chan struct{})
 	var wg sync.WaitGroup
 	var writes [8]int
 	errs := make([]error, len(writes))
@@ -60,7 +33,7 @@ func TestWALRestartsUnderContinuousWrites(t *testing.T) {
 			blob := make([]byte, 512)
 			for i := 0; ; i++ {
 				select {
-				case <-stop:
+				case <-done:
 					return
 				default:
 				}
@@ -80,34 +53,131 @@ func TestWALRestartsUnderContinuousWrites(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(100 * time.Millisecond) // the WAL exists
-	before := int64(walSequence())
-	restarts := func() int64 { return int64(walSequence()) - before }
-	// Each tick restarts it unless a checkpoint falls far behind. Without
-	// the writer's own checkpoint it restarts only when a checkpoint beside
-	// the writer happens to finish between two commits: on this disk, whose
-	// syncs make it slower than the writer's gaps, that was never seen.
-	deadline := time.Now().Add(40 * checkpointInterval)
-	n := restarts()
-	for ; n < 2 && time.Now().Before(deadline); n = restarts() {
+	return func() int {
+		t.Helper()
+		close(done)
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		total := 0
+		for _, n := range writes {
+			total += n
+		}
+		return total
+	}
+}
+
+// walSequence reads the WAL header's checkpoint sequence number (bytes
+// 12-15), which SQLite raises each time the WAL starts over.
+func walSequence(t *testing.T, path string) uint32 {
+	t.Helper()
+	f, err := os.Open(path + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close() // a plain read: SQLite holds no lock on the WAL file itself
+	var hdr [16]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		t.Fatal(err)
+	}
+	return binary.BigEndian.Uint32(hdr[12:])
+}
+
+// TestWALRestartsUnderContinuousWrites keeps the writer busy without a
+// pause and checks that the WAL still starts over from its beginning. A
+// checkpoint running beside the writer never catches up with it: frames
+// keep arriving while it copies, the WAL is never wholly copied back, so it
+// never restarts and grows by every commit for as long as the load lasts
+// (a gigabyte in a minute of the check benchmark), and every commit pays
+// for growing the file. The checkpoint the writer runs between two batches
+// lets it restart: at every tick with SyncFull, and with SyncNormal once
+// the WAL holds walRestartFrames, here 64 frames, reached within a tick.
+func TestWALRestartsUnderContinuousWrites(t *testing.T) {
+	for _, sync := range []Sync{SyncFull, SyncNormal} {
+		t.Run(string(sync), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "v.db")
+			db, err := OpenWith(path, Options{Sync: sync, walRestartFrames: 64})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			stop := continuousWrites(t, db)
+			time.Sleep(100 * time.Millisecond) // the WAL exists
+			before := int64(walSequence(t, path))
+			restarts := func() int64 { return int64(walSequence(t, path)) - before }
+			// Without the writer's own checkpoint the WAL restarts only when
+			// a checkpoint beside the writer happens to finish between two
+			// commits: on this disk, whose syncs make it slower than the
+			// writer's gaps, that was never seen.
+			deadline := time.Now().Add(40 * checkpointInterval)
+			n := restarts()
+			for ; n < 2 && time.Now().Before(deadline); n = restarts() {
+				time.Sleep(checkpointInterval / 5)
+			}
+			total := stop()
+			if n < 2 {
+				t.Fatalf("the WAL restarted %d times in %v of continuous writes (%d of them), want at least 2",
+					n, 40*checkpointInterval, total)
+			}
+			t.Logf("2 restarts in %d writes", total)
+		})
+	}
+}
+
+// TestNormalSyncCheckpointsWaitForAFullWAL checks that with SyncNormal,
+// under continuous writes, the checkpointer leaves the writer alone while
+// the WAL holds fewer than walRestartFrames frames (a writer checkpoint
+// holds every write), and that it syncs the database beside the writer
+// after copying into it, so that the writer's checkpoint, when it comes,
+// has little left to sync.
+func TestNormalSyncCheckpointsWaitForAFullWAL(t *testing.T) {
+	db, err := OpenWith(filepath.Join(t.TempDir(), "v.db"), Options{Sync: SyncNormal, walRestartFrames: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	stop := continuousWrites(t, db)
+	deadline := time.Now().Add(50 * checkpointInterval)
+	for db.fileSyncs.Load() < 3 && time.Now().Before(deadline) {
 		time.Sleep(checkpointInterval / 5)
 	}
-	close(stop)
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
+	total := stop()
+	if n := db.fileSyncs.Load(); n < 3 {
+		t.Fatalf("the checkpointer synced the database %d times in %v of continuous writes (%d of them), want at least 3",
+			n, 50*checkpointInterval, total)
 	}
-	total := 0
-	for _, n := range writes {
-		total += n
+	if n := db.writerCheckpoints.Load(); n != 0 {
+		t.Fatalf("the writer ran %d checkpoints with the WAL far below its bound, want none", n)
 	}
-	if n < 2 {
-		t.Fatalf("the WAL restarted %d times in %v of continuous writes (%d of them), want at least 2",
-			n, 40*checkpointInterval, total)
+}
+
+// TestFullSyncCheckpointsOnTheWriter checks that with SyncFull the writer
+// runs its checkpoint at every tick, as small as it comes, and nothing
+// syncs the database beside it: there every commit waits for its own sync,
+// and one of the database beside it made those slower (see checkpoint).
+func TestFullSyncCheckpointsOnTheWriter(t *testing.T) {
+	db, err := OpenWith(filepath.Join(t.TempDir(), "v.db"), Options{Sync: SyncFull, walRestartFrames: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("2 restarts in %d writes", total)
+	defer db.Close()
+	stop := continuousWrites(t, db)
+	deadline := time.Now().Add(50 * checkpointInterval)
+	for db.writerCheckpoints.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(checkpointInterval / 5)
+	}
+	total := stop()
+	if n := db.writerCheckpoints.Load(); n < 3 {
+		t.Fatalf("the writer ran %d checkpoints in %v of continuous writes (%d of them), want at least 3",
+			n, 50*checkpointInterval, total)
+	}
+	if n := db.fileSyncs.Load(); n != 0 || db.file != nil {
+		t.Fatalf("with SyncFull the checkpointer synced the database %d times beside the writer (own descriptor: %v), want none",
+			n, db.file != nil)
+	}
 }
 
 // lockedBuffer is a bytes.Buffer a logger may write to from another goroutine.
