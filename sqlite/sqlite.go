@@ -277,11 +277,11 @@ const catchUpPasses = 2
 //     sync run again, up to catchUpPasses times, each copying what was
 //     committed during the one before; step 2 then takes a few ms.
 //
-// Measured with the check benchmark (--sqlite-sync normal, 1000 users):
-// p90 at half of peak 3.5-5 ms against 9-11, p99 11-14 against 17-21,
-// peak 0-8 % higher. With SyncFull the same took 5-7 % off check, start
-// and totp: there every commit waits for its own sync of the WAL, and a
-// sync of the database beside it made those wait longer.
+// Measured with the benchmark (--sqlite-sync normal, alternated): the
+// check's p90 at half of peak 4.3-5.3 ms against 10-11, its p99 12-13.5
+// against 21-24, peaks within the noise. With SyncFull the same took 5-7 %
+// off check, start and totp: there every commit waits for its own sync of
+// the WAL, and a sync of the database beside it made those wait longer.
 //
 // A reader still reading from the WAL keeps step 2 from restarting it (one
 // on an old snapshot also keeps it from being copied whole); a later tick
