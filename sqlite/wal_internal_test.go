@@ -127,6 +127,24 @@ func TestWALRestartsUnderContinuousWrites(t *testing.T) {
 	}
 }
 
+// writeUntil opens a store with opts, keeps its writer busy with
+// continuousWrites until done holds or 50 checkpoint ticks have passed, and
+// returns the store, still open, and how many writes committed.
+func writeUntil(t *testing.T, opts Options, done func(*DB) bool) (*DB, int) {
+	t.Helper()
+	db, err := OpenWith(filepath.Join(t.TempDir(), "v.db"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	stop := continuousWrites(t, db)
+	deadline := time.Now().Add(50 * checkpointInterval)
+	for !done(db) && time.Now().Before(deadline) {
+		time.Sleep(checkpointInterval / 5)
+	}
+	return db, stop()
+}
+
 // TestNormalSyncCheckpointsWaitForAFullWAL checks that with SyncNormal,
 // under continuous writes, the checkpointer leaves the writer alone while
 // the WAL holds fewer than walRestartFrames frames (a writer checkpoint
@@ -134,17 +152,8 @@ func TestWALRestartsUnderContinuousWrites(t *testing.T) {
 // after copying into it, so that the writer's checkpoint, when it comes,
 // has little left to sync.
 func TestNormalSyncCheckpointsWaitForAFullWAL(t *testing.T) {
-	db, err := OpenWith(filepath.Join(t.TempDir(), "v.db"), Options{Sync: SyncNormal, walRestartFrames: 1 << 40})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	stop := continuousWrites(t, db)
-	deadline := time.Now().Add(50 * checkpointInterval)
-	for db.fileSyncs.Load() < 3 && time.Now().Before(deadline) {
-		time.Sleep(checkpointInterval / 5)
-	}
-	total := stop()
+	db, total := writeUntil(t, Options{Sync: SyncNormal, walRestartFrames: 1 << 40},
+		func(db *DB) bool { return db.fileSyncs.Load() >= 3 })
 	if n := db.fileSyncs.Load(); n < 3 {
 		t.Fatalf("the checkpointer synced the database %d times in %v of continuous writes (%d of them), want at least 3",
 			n, 50*checkpointInterval, total)
@@ -159,17 +168,8 @@ func TestNormalSyncCheckpointsWaitForAFullWAL(t *testing.T) {
 // syncs the database beside it: there every commit waits for its own sync,
 // and one of the database beside it made those slower (see checkpoint).
 func TestFullSyncCheckpointsOnTheWriter(t *testing.T) {
-	db, err := OpenWith(filepath.Join(t.TempDir(), "v.db"), Options{Sync: SyncFull, walRestartFrames: 1 << 40})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	stop := continuousWrites(t, db)
-	deadline := time.Now().Add(50 * checkpointInterval)
-	for db.writerCheckpoints.Load() < 3 && time.Now().Before(deadline) {
-		time.Sleep(checkpointInterval / 5)
-	}
-	total := stop()
+	db, total := writeUntil(t, Options{Sync: SyncFull, walRestartFrames: 1 << 40},
+		func(db *DB) bool { return db.writerCheckpoints.Load() >= 3 })
 	if n := db.writerCheckpoints.Load(); n < 3 {
 		t.Fatalf("the writer ran %d checkpoints in %v of continuous writes (%d of them), want at least 3",
 			n, 50*checkpointInterval, total)
