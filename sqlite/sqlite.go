@@ -48,9 +48,9 @@ type DB struct {
 
 	// file, with SyncNormal only (nil otherwise), is the database file
 	// opened once more, for the checkpointer to sync what its checkpoints
-	// copy beside the writer (see checkpoint). It is closed after every
-	// connection: closing any descriptor of a file drops the POSIX locks
-	// this process holds on it, SQLite's included.
+	// copy beside the writer (see checkpoint). It is closed after all of the
+	// store's connections: closing any descriptor of a file drops the POSIX
+	// locks this process holds on it, SQLite's included.
 	file *os.File
 	// walRestartFrames is, with SyncNormal, how many frames the WAL holds
 	// before the checkpointer stops the writer to copy it back whole (see
@@ -294,12 +294,13 @@ func (db *DB) checkpoint() {
 	for pass := 0; !full && err == nil && frames >= db.walRestartFrames && pass < catchUpPasses; pass++ {
 		frames, err = db.checkpointBeside()
 	}
-	if err == nil && (full || frames >= db.walRestartFrames) {
+	// After a failure beside the writer, the writer's own still bounds the WAL.
+	if err != nil || full || frames >= db.walRestartFrames {
 		db.writerCheckpoints.Add(1)
-		err = db.q.runBetween(context.Background(), func(conn *rawConn) error {
+		err = errors.Join(err, db.q.runBetween(context.Background(), func(conn *rawConn) error {
 			_, err := conn.exec("PRAGMA wal_checkpoint(PASSIVE)")
 			return err
-		})
+		}))
 	}
 	switch {
 	case err != nil && !db.checkpointFailing:
