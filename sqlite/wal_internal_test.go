@@ -98,29 +98,22 @@ func walSequence(t *testing.T, path string) uint32 {
 func TestWALRestartsUnderContinuousWrites(t *testing.T) {
 	for _, sync := range []Sync{SyncFull, SyncNormal} {
 		t.Run(string(sync), func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "v.db")
-			db, err := OpenWith(path, Options{Sync: sync, walRestartFrames: 64})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			stop := continuousWrites(t, db)
-			time.Sleep(100 * time.Millisecond) // the WAL exists
-			before := int64(walSequence(t, path))
-			restarts := func() int64 { return int64(walSequence(t, path)) - before }
 			// Without the writer's own checkpoint the WAL restarts only when
 			// a checkpoint beside the writer happens to finish between two
 			// commits: on this disk, whose syncs make it slower than the
 			// writer's gaps, that was never seen.
-			deadline := time.Now().Add(40 * checkpointInterval)
-			n := restarts()
-			for ; n < 2 && time.Now().Before(deadline); n = restarts() {
-				time.Sleep(checkpointInterval / 5)
-			}
-			total := stop()
-			if n < 2 {
+			before, restarts := int64(-1), int64(0)
+			_, total := writeUntil(t, Options{Sync: sync, walRestartFrames: 64}, func(db *DB) bool {
+				seq := int64(walSequence(t, db.path)) // the WAL exists: continuousWrites has written
+				if before < 0 {
+					before = seq
+				}
+				restarts = seq - before
+				return restarts >= 2
+			})
+			if restarts < 2 {
 				t.Fatalf("the WAL restarted %d times in %v of continuous writes (%d of them), want at least 2",
-					n, 40*checkpointInterval, total)
+					restarts, 50*checkpointInterval, total)
 			}
 			t.Logf("2 restarts in %d writes", total)
 		})
