@@ -104,3 +104,46 @@ func TestBatchEndedEarlyFailsWholeBatch(t *testing.T) {
 		t.Fatalf("the next write: %v", err)
 	}
 }
+
+// TestLoneWriteYieldsBeforeItsCommit: a write that finds no other queued
+// yields once before it commits, and the writes queued meanwhile share its
+// commit. The stand-in yield plays the request goroutines that run then.
+func TestLoneWriteYieldsBeforeItsCommit(t *testing.T) {
+	ctx := context.Background()
+	db, _, _ := openWithUser(t, time.Now())
+	db.stopCheckpointer() // its writes between batches would share the queue
+	q := db.q
+	noop := func(*wtx) error { return nil }
+	const others = 5
+	errs := make(chan error, others)
+	yields := 0
+	// Set before the write below is sent: its receipt orders the loop's
+	// read after this.
+	q.yield = func() {
+		yields++
+		if yields > 1 {
+			return
+		}
+		for range others {
+			go func() { errs <- q.write(ctx, noop) }()
+		}
+		for len(q.ops) < others {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	before := q.batches.Load()
+	if err := q.write(ctx, noop); err != nil {
+		t.Fatal(err)
+	}
+	if yields == 0 {
+		t.Fatal("a lone write committed without yielding first")
+	}
+	for range others {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := q.batches.Load() - before; n != 1 {
+		t.Errorf("the lone write and the %d queued while it yielded took %d commits, want 1", others, n)
+	}
+}
