@@ -136,8 +136,12 @@ func (db *DB) importUser(ctx context.Context, u *verity.User) (bool, error) {
 		if u.FailureCount == 0 && u.FailureWindowStart.IsZero() {
 			return nil
 		}
-		_, err = tx.Exec(`INSERT INTO user_failures (user_id, failure_count, window_start) VALUES (?, ?, ?)`,
-			u.ID, u.FailureCount, micros(u.FailureWindowStart))
+		seq, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(`INSERT INTO user_failures (user_seq, failure_count, window_start) VALUES (?, ?, ?)`,
+			seq, u.FailureCount, micros(u.FailureWindowStart))
 		return err
 	})
 	return inserted, translate("sqlite.Import", err)

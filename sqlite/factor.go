@@ -117,20 +117,23 @@ func (db *DB) DeleteFactor(ctx context.Context, userID string) error {
 func (db *DB) UseStep(ctx context.Context, u verity.StepUse) (bool, error) {
 	used := false
 	err := db.q.write(ctx, func(tx *wtx) (err error) {
-		used, err = useStep(tx, u)
+		used, err = useStep(tx, u, 0)
 		return err
 	})
 	return used, translate("sqlite.UseStep", err)
 }
 
 // useStep is UseStep's statements, for a write that runs in a savepoint: it
-// returns errRollback when the unique key refuses a replay.
-func useStep(tx *wtx, u verity.StepUse) (bool, error) {
+// returns errRollback when the unique key refuses a replay. userSeq is the
+// user's seq when the write read it, else 0 (see userSeqArg).
+func useStep(tx *wtx, u verity.StepUse, userSeq int64) (bool, error) {
 	res, err := tx.Exec(`
 		UPDATE factors SET last_step = ?1
 		WHERE id = ?2 AND user_id = ?3 AND status = 'active' AND last_step < ?1
-		  AND NOT EXISTS (SELECT 1 FROM user_failures WHERE user_id = ?3 AND failure_count >= ?4 AND window_start > ?5)`,
-		u.Step, u.FactorID, u.UserID, u.FailureLimit, micros(u.FailureWindowStart))
+		  AND NOT EXISTS (SELECT 1 FROM user_failures
+		                  WHERE user_seq = coalesce(?6, (SELECT seq FROM users WHERE id = ?3))
+		                    AND failure_count >= ?4 AND window_start > ?5)`,
+		u.Step, u.FactorID, u.UserID, u.FailureLimit, micros(u.FailureWindowStart), userSeqArg(userSeq))
 	if err != nil {
 		return false, err
 	}
@@ -158,7 +161,9 @@ func (db *DB) UseRecoveryCode(ctx context.Context, u verity.RecoveryUse) (bool, 
 	n, err := db.execCount(ctx, `
 		UPDATE recovery_codes SET used_at = ?1
 		WHERE user_id = ?2 AND hash = ?3 AND used_at = 0
-		  AND NOT EXISTS (SELECT 1 FROM user_failures WHERE user_id = ?2 AND failure_count >= ?4 AND window_start > ?5)`,
+		  AND NOT EXISTS (SELECT 1 FROM user_failures
+		                  WHERE user_seq = (SELECT seq FROM users WHERE id = ?2)
+		                    AND failure_count >= ?4 AND window_start > ?5)`,
 		micros(u.Now), u.UserID, u.Hash, u.FailureLimit, micros(u.FailureWindowStart))
 	return n == 1, translate("sqlite.UseRecoveryCode", err)
 }

@@ -22,8 +22,9 @@ func failureRows(t *testing.T, db *DB) int {
 }
 
 // TestMigrationMovesFailureBudgets upgrades a database of schema 2, whose
-// users carry their failure budget in their rows, and downgrades it again:
-// both ways, every budget survives and a user without one gets none.
+// users carry their failure budget in their rows, and downgrades it again,
+// through schema 3, which keyed the budgets by the users' text ids: every
+// budget survives each step and a user without one gets none.
 func TestMigrationMovesFailureBudgets(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
@@ -75,6 +76,23 @@ func TestMigrationMovesFailureBudgets(t *testing.T) {
 	}
 	if n := failureRows(t, db); n != 1 {
 		t.Fatalf("user_failures holds %d rows, want alice's alone", n)
+	}
+
+	// Schema 3 keyed the budgets by the users' text ids (00004 by their seq).
+	if _, err := p.DownTo(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		id    string
+		count int
+		since int64
+	)
+	if err := db.writer.QueryRow(`SELECT user_id, failure_count, window_start FROM user_failures`).
+		Scan(&id, &count, &since); err != nil {
+		t.Fatal(err)
+	}
+	if id != failed || count != 3 || since != micros(now) {
+		t.Fatalf("at schema 3 user_failures holds (%s, %d, %d), want alice's (%s, 3, %d)", id, count, since, failed, micros(now))
 	}
 
 	if _, err := p.DownTo(ctx, 2); err != nil {
@@ -176,11 +194,61 @@ func TestJanitorPrunesFailuresInChunks(t *testing.T) {
 	}
 	for id, kept := range want {
 		var n int
-		if err := db.writer.QueryRow(`SELECT count(*) FROM user_failures WHERE user_id = ?`, id).Scan(&n); err != nil {
+		if err := db.writer.QueryRow(`SELECT count(*) FROM user_failures JOIN users ON seq = user_seq WHERE id = ?`, id).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		if (n == 1) != kept {
 			t.Errorf("user %s: budget kept = %v, want %v", id, n == 1, kept)
 		}
+	}
+}
+
+// TestCheckPINWritesTestTheBudgetThemselves: a check's consume and used
+// step test the user's failure budget in their own statements, keyed by the
+// seq the check read with the user, whatever its judge decided. A judge
+// that ignores a spent budget stands in for one misled by a stale read.
+func TestCheckPINWritesTestTheBudgetThemselves(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	db, svc, u := openWithUser(t, now)
+	const limit = 3
+	f := &verity.Factor{ID: uuid.NewString(), UserID: u.ID, Status: verity.FactorPending, KeyID: "k1",
+		Secret: []byte("sealed"), Algorithm: "SHA1", Digits: 6, Period: 30, CreatedAt: now}
+	if err := db.PutPendingFactor(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := db.ActivateFactor(ctx, verity.FactorActivation{FactorID: f.ID, UserID: u.ID, Step: 5, Now: now}); err != nil || !ok {
+		t.Fatalf("ActivateFactor = %v, %v", ok, err)
+	}
+	if st, err := db.StartPIN(ctx, verity.PINStart{ServiceID: svc.ID,
+		PIN:             verity.PIN{ID: uuid.NewString(), UserID: u.ID, Hash: []byte("h"), CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
+		SendWindowStart: now.Add(-time.Hour), MaxSends: 5, ResendNotBefore: now,
+		FailureWindowStart: now.Add(-time.Hour), FailureLimit: limit}); err != nil || !st.Started {
+		t.Fatalf("StartPIN = %+v, %v", st, err)
+	}
+	for range limit {
+		if ok, err := db.CountFailedTry(ctx, verity.FailedTry{UserID: u.ID, Now: now,
+			FailureWindowStart: now.Add(-time.Hour), FailureLimit: limit}); err != nil || !ok {
+			t.Fatalf("CountFailedTry = %v, %v", ok, err)
+		}
+	}
+
+	check := verity.PINCheck{ServiceID: svc.ID, UserID: u.ID, Now: now, MaxAttempts: 10,
+		FailureWindowStart: now.Add(-time.Hour), FailureLimit: limit,
+		Judge: func(*verity.User, *verity.PIN) verity.PINVerdict { return verity.ConsumeIt }}
+	if out, err := db.CheckPIN(ctx, check); err != nil || out.Applied {
+		t.Fatalf("CheckPIN consuming the PIN of a user whose budget is spent = %+v, %v; want not applied", out, err)
+	}
+	if p, err := db.PendingPIN(ctx, u.ID); err != nil || p.ConsumedAt != nil {
+		t.Fatalf("the PIN after the refused consume = %+v, %v; want it pending", p, err)
+	}
+
+	check.Judge = func(*verity.User, *verity.PIN) verity.PINVerdict { return verity.ToTheApp }
+	check.JudgeApp = func(*verity.User, *verity.Factor) (verity.PINVerdict, int64) { return verity.UseStepIt, 10 }
+	if out, err := db.CheckPIN(ctx, check); err != nil || out.Applied {
+		t.Fatalf("CheckPIN using a step of a user whose budget is spent = %+v, %v; want not applied", out, err)
+	}
+	if got, err := db.Factor(ctx, u.ID); err != nil || got.LastStep != 5 {
+		t.Fatalf("the app after the refused step = %+v, %v; want last step 5", got, err)
 	}
 }

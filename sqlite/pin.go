@@ -18,7 +18,7 @@ import (
 // (measured at a million users: 17 % fewer starts) instead of running it
 // as a co-routine.
 var startPINQuery = `
-		SELECT ` + userColumns + `, w.n, w.oldest, w.older, l.created_at, l.consumed_at IS NOT NULL
+		SELECT ` + userColumns + `, u.seq, w.n, w.oldest, w.older, l.created_at, l.consumed_at IS NOT NULL
 		FROM users u
 		JOIN (SELECT count(*) FILTER (WHERE created_at > ?3) AS n,
 		             coalesce(min(created_at) FILTER (WHERE created_at > ?3), 0) AS oldest,
@@ -38,13 +38,13 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarte
 	err := db.q.writeStatementKeeping(ctx, p.PIN.UserID, func(tx *wtx) error {
 		out = verity.PINStarted{}
 		var (
-			oldest, older int64
-			last          sql.NullInt64
-			lastVerified  sql.NullBool
+			seq, oldest, older int64
+			last               sql.NullInt64
+			lastVerified       sql.NullBool
 		)
 		seen := &out.Seen
 		u, err := scanUser(tx.QueryRow(startPINQuery, p.PIN.UserID, p.ServiceID, micros(p.SendWindowStart)),
-			&seen.SendsInWindow, &oldest, &older, &last, &lastVerified)
+			&seq, &seen.SendsInWindow, &oldest, &older, &last, &lastVerified)
 		if err != nil {
 			return err
 		}
@@ -100,7 +100,7 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarte
 		out.Started = true
 		// The user's next check finds what it reads here. The times as
 		// stored: to the microsecond.
-		tx.q.pins.put(u, &verity.PIN{ID: p.PIN.ID, UserID: p.PIN.UserID, Hash: p.PIN.Hash,
+		tx.q.pins.put(u, seq, &verity.PIN{ID: p.PIN.ID, UserID: p.PIN.UserID, Hash: p.PIN.Hash,
 			CreatedAt: fromMicros(micros(p.PIN.CreatedAt)), ExpiresAt: fromMicros(micros(p.PIN.ExpiresAt))})
 		return nil
 	})
@@ -138,37 +138,38 @@ func (db *DB) PendingPIN(ctx context.Context, userID string) (*verity.PIN, error
 // userWithPINQuery is built once: the statement cache is keyed by the text,
 // and a check must not rebuild it per request.
 var userWithPINQuery = `
-		SELECT ` + userColumns + `, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at
+		SELECT ` + userColumns + `, u.seq, p.id, p.hash, p.created_at, p.expires_at, p.attempts, p.consumed_at
 		FROM ` + usersWithFailures + ` LEFT JOIN pins p ON p.seq = (SELECT max(seq) FROM pins WHERE user_id = u.id)
 		WHERE u.id = ? AND u.service_id = ?`
 
 // UserWithPIN reads the user and its newest PIN in one statement.
 func (db *DB) UserWithPIN(ctx context.Context, serviceID, id string) (*verity.User, *verity.PIN, error) {
-	u, p, err := scanUserWithPIN(db.queryRow(ctx, userWithPINQuery, id, serviceID))
+	u, _, p, err := scanUserWithPIN(db.queryRow(ctx, userWithPINQuery, id, serviceID))
 	return u, p, translate("sqlite.UserWithPIN", err)
 }
 
-func scanUserWithPIN(row scanner) (*verity.User, *verity.PIN, error) {
+// scanUserWithPIN scans userWithPINQuery: the user, its seq and its newest PIN.
+func scanUserWithPIN(row scanner) (u *verity.User, seq int64, p *verity.PIN, err error) {
 	var (
 		pinID                      sql.NullString
 		hash                       []byte
 		created, expires, attempts sql.NullInt64
 		consumed                   sql.NullInt64
 	)
-	u, err := scanUser(row, &pinID, &hash, &created, &expires, &attempts, &consumed)
+	u, err = scanUser(row, &seq, &pinID, &hash, &created, &expires, &attempts, &consumed)
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	if !pinID.Valid {
-		return u, nil, nil
+		return u, seq, nil, nil
 	}
-	p := &verity.PIN{ID: pinID.String, UserID: u.ID, Hash: hash, CreatedAt: fromMicros(created.Int64),
+	p = &verity.PIN{ID: pinID.String, UserID: u.ID, Hash: hash, CreatedAt: fromMicros(created.Int64),
 		ExpiresAt: fromMicros(expires.Int64), Attempts: int(attempts.Int64)}
 	if consumed.Valid {
 		t := fromMicros(consumed.Int64)
 		p.ConsumedAt = &t
 	}
-	return u, p, nil
+	return u, seq, p, nil
 }
 
 // CheckPIN reads, judges and writes in one operation of the single writer,
@@ -194,12 +195,12 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 		}()
 		out = verity.PINChecked{}
 		cache := tx.q.pins
-		u, p, cached := cache.get(c.UserID, c.ServiceID)
+		u, seq, p, cached := cache.get(c.UserID, c.ServiceID)
 		if !cached {
-			if u, p, err = scanUserWithPIN(tx.QueryRow(userWithPINQuery, c.UserID, c.ServiceID)); err != nil {
+			if u, seq, p, err = scanUserWithPIN(tx.QueryRow(userWithPINQuery, c.UserID, c.ServiceID)); err != nil {
 				return err
 			}
-			cache.put(u, p)
+			cache.put(u, seq, p)
 		}
 		out.User, out.PIN = u, p
 		out.Verdict = c.Judge(u, p)
@@ -210,13 +211,13 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 		case verity.ConsumeIt:
 			// Used, the PIN is done with: its room in the cache goes to
 			// pending ones. Not applied, something changed under the cache.
-			out.Applied, err = consumePIN(tx, c.Consume(p))
+			out.Applied, err = consumePIN(tx, c.Consume(p), seq)
 			cache.drop(u.ID)
 			return err
 		case verity.CountIt:
 			try := c.FailedTry(p)
 			err = tx.atomically(func() (err error) {
-				out.Applied, err = countFailedTry(tx, try)
+				out.Applied, err = countFailedTry(tx, try, seq)
 				return err // errRollback undoes a half-counted try
 			})
 			if out.Applied && err == nil {
@@ -247,7 +248,7 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 				// The app's own tables: the cached user and PIN stand.
 				use := c.StepUse(out.Factor, out.Step)
 				err = tx.atomically(func() (err error) {
-					out.Applied, err = useStep(tx, use)
+					out.Applied, err = useStep(tx, use, seq)
 					return err // errRollback undoes a refused replay
 				})
 				if out.Applied && err == nil {
@@ -258,7 +259,7 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 				return err
 			case verity.CountIt:
 				try := c.AppFailedTry(u)
-				if out.Applied, err = countFailedTry(tx, try); out.Applied && err == nil { // one statement without a PIN
+				if out.Applied, err = countFailedTry(tx, try, seq); out.Applied && err == nil { // one statement without a PIN
 					cache.counted(try)
 				} else {
 					cache.drop(u.ID)
@@ -276,20 +277,23 @@ func (db *DB) CheckPIN(ctx context.Context, c verity.PINCheck) (verity.PINChecke
 func (db *DB) ConsumePIN(ctx context.Context, c verity.PINConsume) (bool, error) {
 	consumed := false
 	err := db.q.writeStatement(ctx, func(tx *wtx) (err error) {
-		consumed, err = consumePIN(tx, c)
+		consumed, err = consumePIN(tx, c, 0)
 		return err
 	})
 	return consumed, translate("sqlite.ConsumePIN", err)
 }
 
-// consumePIN is ConsumePIN's one statement, for any write.
-func consumePIN(tx *wtx, c verity.PINConsume) (bool, error) {
+// consumePIN is ConsumePIN's one statement, for any write; userSeq is the
+// user's seq when the write read it, else 0 (see userSeqArg).
+func consumePIN(tx *wtx, c verity.PINConsume, userSeq int64) (bool, error) {
 	res, err := tx.Exec(`
 		UPDATE pins SET consumed_at = ?1
 		WHERE id = ?2 AND consumed_at IS NULL AND expires_at > ?1 AND attempts < ?3
 		  AND seq = (SELECT max(seq) FROM pins WHERE user_id = ?4)
-		  AND NOT EXISTS (SELECT 1 FROM user_failures WHERE user_id = ?4 AND failure_count >= ?5 AND window_start > ?6)`,
-		micros(c.Now), c.PINID, c.MaxAttempts, c.UserID, c.FailureLimit, micros(c.FailureWindowStart))
+		  AND NOT EXISTS (SELECT 1 FROM user_failures
+		                  WHERE user_seq = coalesce(?7, (SELECT seq FROM users WHERE id = ?4))
+		                    AND failure_count >= ?5 AND window_start > ?6)`,
+		micros(c.Now), c.PINID, c.MaxAttempts, c.UserID, c.FailureLimit, micros(c.FailureWindowStart), userSeqArg(userSeq))
 	if err != nil {
 		return false, err
 	}
@@ -302,15 +306,30 @@ func consumePIN(tx *wtx, c verity.PINConsume) (bool, error) {
 func (db *DB) CountFailedTry(ctx context.Context, f verity.FailedTry) (bool, error) {
 	counted := false
 	err := db.q.write(ctx, func(tx *wtx) (err error) {
-		counted, err = countFailedTry(tx, f)
+		counted, err = countFailedTry(tx, f, 0)
 		return err
 	})
 	return counted, translate("sqlite.CountFailedTry", err)
 }
 
+// countFailure counts a failure against a budget: the INSERT of
+// countFailureBySeq or countFailureByID, whose ?1 is the user's seq or id.
+const countFailure = `
+		ON CONFLICT (user_seq) DO UPDATE SET
+		  failure_count = CASE WHEN window_start > ?2 THEN failure_count + 1 ELSE 1 END,
+		  window_start = CASE WHEN window_start > ?2 THEN window_start ELSE ?3 END
+		WHERE NOT (window_start > ?2 AND failure_count >= ?4)`
+
+var (
+	countFailureBySeq = `INSERT INTO user_failures (user_seq, failure_count, window_start) VALUES (?1, 1, ?3)` + countFailure
+	countFailureByID  = `INSERT INTO user_failures (user_seq, failure_count, window_start)
+		SELECT seq, 1, ?3 FROM users WHERE id = ?1` + countFailure
+)
+
 // countFailedTry is CountFailedTry's statements, for a write that runs in a
 // savepoint: it returns errRollback when the PIN's count would stand alone.
-func countFailedTry(tx *wtx, f verity.FailedTry) (bool, error) {
+// userSeq is the user's seq when the write read it, else 0 (see userSeqArg).
+func countFailedTry(tx *wtx, f verity.FailedTry, userSeq int64) (bool, error) {
 	if f.PINID != "" {
 		res, err := tx.Exec(`
 			UPDATE pins SET attempts = attempts + 1
@@ -325,15 +344,12 @@ func countFailedTry(tx *wtx, f verity.FailedTry) (bool, error) {
 	}
 	// A window that began at or before FailureWindowStart has lapsed: this
 	// failure opens a new one. A user without a row has none open; one
-	// that no longer exists gets none (the EXISTS, as users' UPDATE had it).
-	res, err := tx.Exec(`
-		INSERT INTO user_failures (user_id, failure_count, window_start)
-		SELECT ?1, 1, ?3 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)
-		ON CONFLICT (user_id) DO UPDATE SET
-		  failure_count = CASE WHEN window_start > ?2 THEN failure_count + 1 ELSE 1 END,
-		  window_start = CASE WHEN window_start > ?2 THEN window_start ELSE ?3 END
-		WHERE NOT (window_start > ?2 AND failure_count >= ?4)`,
-		f.UserID, micros(f.FailureWindowStart), micros(f.Now), f.FailureLimit)
+	// that no longer exists gets none (no users row to insert from).
+	query, key := countFailureBySeq, any(userSeq)
+	if userSeq == 0 {
+		query, key = countFailureByID, f.UserID
+	}
+	res, err := tx.Exec(query, key, micros(f.FailureWindowStart), micros(f.Now), f.FailureLimit)
 	if err != nil {
 		return false, err
 	}
@@ -364,28 +380,28 @@ var pruneChunk = 1000
 // reading the table, after an attack on many users a million rows, some
 // 100-200 ms: in chunks, the single writer serves other writes in between.
 func (db *DB) pruneFailures(ctx context.Context, t time.Time) error {
-	after := ""
+	var after int64
 	for {
 		var (
-			last sql.NullString
+			last sql.NullInt64
 			seen int
 		)
 		err := db.q.write(ctx, func(tx *wtx) error {
-			if err := tx.QueryRow(`SELECT max(user_id), count(*) FROM
-				(SELECT user_id FROM user_failures WHERE user_id > ? ORDER BY user_id LIMIT ?)`,
+			if err := tx.QueryRow(`SELECT max(user_seq), count(*) FROM
+				(SELECT user_seq FROM user_failures WHERE user_seq > ? ORDER BY user_seq LIMIT ?)`,
 				after, pruneChunk).Scan(&last, &seen); err != nil {
 				return err
 			}
 			if seen == 0 {
 				return nil
 			}
-			_, err := tx.Exec(`DELETE FROM user_failures WHERE user_id > ? AND user_id <= ? AND window_start < ?`,
-				after, last.String, micros(t))
+			_, err := tx.Exec(`DELETE FROM user_failures WHERE user_seq > ? AND user_seq <= ? AND window_start < ?`,
+				after, last.Int64, micros(t))
 			return err
 		})
 		if err != nil || seen < pruneChunk {
 			return err
 		}
-		after = last.String
+		after = last.Int64
 	}
 }

@@ -38,10 +38,12 @@ type pinCache struct {
 	limit   int
 }
 
-// cachedUserPIN is a user's row and newest PIN (nil when it has none),
-// and, when appKnown, the user's active authenticator app (nil: none).
+// cachedUserPIN is a user's row, its seq (the key of user_failures) and
+// newest PIN (nil when it has none), and, when appKnown, the user's active
+// authenticator app (nil: none).
 type cachedUserPIN struct {
 	user     verity.User
+	seq      int64
 	pin      *verity.PIN
 	app      *verity.Factor
 	appKnown bool
@@ -64,30 +66,31 @@ func newPINCache(limit int) *pinCache {
 	return &pinCache{entries: make(map[string]*cachedUserPIN), limit: limit}
 }
 
-// get returns copies of the cached user and PIN, or ok false when the user
-// is not cached (or belongs to another service: the read then answers).
-func (c *pinCache) get(userID, serviceID string) (u *verity.User, p *verity.PIN, ok bool) {
+// get returns copies of the cached user and PIN, and the user's seq, or ok
+// false when the user is not cached (or belongs to another service: the
+// read then answers).
+func (c *pinCache) get(userID, serviceID string) (u *verity.User, seq int64, p *verity.PIN, ok bool) {
 	e := c.entries[userID]
 	if e == nil || e.user.ServiceID != serviceID {
-		return nil, nil, false
+		return nil, 0, nil, false
 	}
 	u = new(verity.User)
 	*u = e.user
 	if e.pin != nil {
 		p = copyPIN(e.pin)
 	}
-	return u, p, true
+	return u, e.seq, p, true
 }
 
-// put caches copies of u and p as the database holds them now.
-func (c *pinCache) put(u *verity.User, p *verity.PIN) {
+// put caches copies of u and p, and u's seq, as the database holds them now.
+func (c *pinCache) put(u *verity.User, seq int64, p *verity.PIN) {
 	if _, cached := c.entries[u.ID]; !cached && len(c.entries) >= c.limit {
 		for id := range c.entries { // map order: an arbitrary entry makes room
 			delete(c.entries, id)
 			break
 		}
 	}
-	e := &cachedUserPIN{user: *u}
+	e := &cachedUserPIN{user: *u, seq: seq}
 	if p != nil {
 		e.pin = copyPIN(p)
 	}

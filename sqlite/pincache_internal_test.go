@@ -19,7 +19,7 @@ func cachedSnapshot(t *testing.T, db *DB) map[string]cachedUserPIN {
 	snap := map[string]cachedUserPIN{}
 	err := db.q.writeKeeping(context.Background(), "(snapshot)", func(tx *wtx) error {
 		for id, e := range tx.q.pins.entries {
-			c := cachedUserPIN{user: e.user, appKnown: e.appKnown}
+			c := cachedUserPIN{user: e.user, seq: e.seq, appKnown: e.appKnown}
 			if e.pin != nil {
 				c.pin = copyPIN(e.pin)
 			}
@@ -51,6 +51,10 @@ func assertCacheMatches(t *testing.T, db *DB, when string) int {
 		}
 		if d := cmp.Diff(p, c.pin); d != "" {
 			t.Fatalf("%s: cached PIN differs from the database (-database +cache):\n%s", when, d)
+		}
+		var seq int64
+		if err := db.writer.QueryRow(`SELECT seq FROM users WHERE id = ?`, id).Scan(&seq); err != nil || seq != c.seq {
+			t.Fatalf("%s: the cache holds seq %d for user %s, the database %d (%v)", when, c.seq, id, seq, err)
 		}
 		if !c.appKnown {
 			continue
@@ -221,7 +225,7 @@ func TestPINCacheSeesAnotherConnection(t *testing.T) {
 	if _, err := other.Exec(`UPDATE pins SET consumed_at = ? WHERE id = ?`, micros(now), pinID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Exec(`INSERT INTO user_failures (user_id, failure_count, window_start) VALUES (?, 3, ?)`, u.ID, micros(now)); err != nil {
+	if _, err := other.Exec(`INSERT INTO user_failures (user_seq, failure_count, window_start) SELECT seq, 3, ? FROM users WHERE id = ?`, micros(now), u.ID); err != nil {
 		t.Fatal(err)
 	}
 
@@ -243,17 +247,17 @@ func TestPINCacheSeesAnotherConnection(t *testing.T) {
 func TestPINCacheStaysWithinItsLimit(t *testing.T) {
 	c := newPINCache(3)
 	for i := range 10 {
-		c.put(&verity.User{ID: uuid.NewString(), ServiceID: "s"}, &verity.PIN{ID: "p", Hash: []byte{byte(i)}})
+		c.put(&verity.User{ID: uuid.NewString(), ServiceID: "s"}, int64(i+1), &verity.PIN{ID: "p", Hash: []byte{byte(i)}})
 		if len(c.entries) > 3 {
 			t.Fatalf("after %d puts the cache holds %d entries, limit 3", i+1, len(c.entries))
 		}
 	}
 	u := &verity.User{ID: "u", ServiceID: "s"}
-	c.put(u, nil)
-	if _, _, ok := c.get("u", "s"); !ok {
+	c.put(u, 11, nil)
+	if _, seq, _, ok := c.get("u", "s"); !ok || seq != 11 {
 		t.Fatal("the newest entry was evicted to make room for itself")
 	}
-	if _, _, ok := c.get("u", "another service"); ok {
+	if _, _, _, ok := c.get("u", "another service"); ok {
 		t.Fatal("get answered for a user of another service")
 	}
 }

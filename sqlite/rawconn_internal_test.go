@@ -280,7 +280,7 @@ func TestRawConnKeepsStatementsPrepared(t *testing.T) {
 			if i%2 == 1 {
 				id = "nobody"
 			}
-			if _, _, err := scanUserWithPIN(c.queryRow(userWithPINQuery, id, svc.ID)); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			if _, _, _, err := scanUserWithPIN(c.queryRow(userWithPINQuery, id, svc.ID)); err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
 		}
