@@ -7,8 +7,8 @@ import (
 )
 
 // userColumns are a user's columns in usersWithFailures: the failure
-// budget is kept apart (see migrations 00003 and 00004), and a user without a row there
-// has counted no failure lately.
+// budget is kept apart (see migrations 00003 and 00004), and a user without
+// a row there has counted no failure lately.
 const userColumns = `u.id, u.service_id, u.id_in_service, u.phone, u.phone_type, u.created_at, ` +
 	`coalesce(f.failure_count, 0), coalesce(f.window_start, 0), u.last_method`
 
@@ -16,11 +16,11 @@ const userColumns = `u.id, u.service_id, u.id_in_service, u.phone, u.phone_type,
 const failuresJoin = `LEFT JOIN user_failures f ON f.user_seq = u.seq`
 
 // userSeqArg binds a user's seq, the key of user_failures, in the
-// statements that test a budget. They take the seq where the
-// caller has it (a check that read the user in the same transaction) and
-// otherwise look it up by the user's id, as coalesce(?seq, (SELECT seq FROM
-// users WHERE id = ?id)): 0, unknown, binds NULL. A user that does not
-// exist has a NULL seq, which matches no row.
+// statements that test a budget. They take the seq where the caller has it
+// (a check that read the user in the same transaction) and otherwise look
+// it up by the user's id, as coalesce(?seq, (SELECT seq FROM users WHERE id
+// = ?id)): 0, unknown, binds NULL. A user that does not exist has a NULL
+// seq, which matches no row.
 func userSeqArg(seq int64) any {
 	if seq == 0 {
 		return nil

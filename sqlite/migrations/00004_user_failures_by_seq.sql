@@ -2,12 +2,15 @@
 -- The failure budget keyed by the user's seq, the users table's integer
 -- rowid, instead of the user's text id. As a rowid table it has no index
 -- beside it: a lookup is one descent of one B-tree with integer keys, where
--- the text key took a descent of its index and another of the table. And a
--- user's first failure inserts a row of a few bytes, at a random place
--- (users fail in no order), where it inserted an index entry of some fifty:
--- its pages split a third as often. A split in the middle of a B-tree can
--- renumber pages, and SQLite then scans the writer's whole page cache at
--- the commit (4-5 % of the server's CPU in the check benchmark).
+-- the text key took a descent of its index and another of the table (the
+-- check benchmark's index descents fell from 9 % of the server's CPU to 5 %).
+-- And a user's first failure inserts a row of a few bytes at a random place
+-- (users fail in no order), where it inserted an index entry of some fifty,
+-- so fewer of those inserts split a page. A split in the middle of a B-tree
+-- can renumber pages, and SQLite then scans the writer's whole page cache at
+-- the commit: 4.3-4.6 % of the server's CPU in that benchmark before, 3.9 %
+-- after (the rest most likely from the PINs' pages, where a consume
+-- lengthens a row).
 CREATE TABLE user_failures_by_seq (
     user_seq      INTEGER PRIMARY KEY REFERENCES users (seq) ON DELETE CASCADE,
     failure_count INTEGER NOT NULL,
