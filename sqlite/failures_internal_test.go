@@ -212,14 +212,7 @@ func TestCheckPINWritesTestTheBudgetThemselves(t *testing.T) {
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	db, svc, u := openWithUser(t, now)
 	const limit = 3
-	f := &verity.Factor{ID: uuid.NewString(), UserID: u.ID, Status: verity.FactorPending, KeyID: "k1",
-		Secret: []byte("sealed"), Algorithm: "SHA1", Digits: 6, Period: 30, CreatedAt: now}
-	if err := db.PutPendingFactor(ctx, f); err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := db.ActivateFactor(ctx, verity.FactorActivation{FactorID: f.ID, UserID: u.ID, Step: 5, Now: now}); err != nil || !ok {
-		t.Fatalf("ActivateFactor = %v, %v", ok, err)
-	}
+	activateApp(t, db, u, now)
 	if st, err := db.StartPIN(ctx, verity.PINStart{ServiceID: svc.ID,
 		PIN:             verity.PIN{ID: uuid.NewString(), UserID: u.ID, Hash: []byte("h"), CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
 		SendWindowStart: now.Add(-time.Hour), MaxSends: 5, ResendNotBefore: now,

@@ -35,3 +35,18 @@ func openWithUser(t *testing.T, now time.Time) (*DB, *verity.Service, *verity.Us
 	}
 	return db, svc, u
 }
+
+// activateApp gives u an active authenticator app whose last step is 5.
+func activateApp(t *testing.T, db *DB, u *verity.User, now time.Time) *verity.Factor {
+	t.Helper()
+	ctx := context.Background()
+	f := &verity.Factor{ID: uuid.NewString(), UserID: u.ID, Status: verity.FactorPending, KeyID: "k1",
+		Secret: []byte("sealed"), Algorithm: "SHA1", Digits: 6, Period: 30, CreatedAt: now}
+	if err := db.PutPendingFactor(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := db.ActivateFactor(ctx, verity.FactorActivation{FactorID: f.ID, UserID: u.ID, Step: 5, Now: now}); err != nil || !ok {
+		t.Fatalf("ActivateFactor = %v, %v", ok, err)
+	}
+	return f
+}

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/verityhq/verity"
 )
 
@@ -20,14 +19,7 @@ func TestStepRefusedByTheUsedStepsKeyLeavesTheFactorAsItWas(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	db, svc, u := openWithUser(t, now)
-	f := &verity.Factor{ID: uuid.NewString(), UserID: u.ID, Status: verity.FactorPending, KeyID: "k1",
-		Secret: []byte("sealed"), Algorithm: "SHA1", Digits: 6, Period: 30, CreatedAt: now}
-	if err := db.PutPendingFactor(ctx, f); err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := db.ActivateFactor(ctx, verity.FactorActivation{FactorID: f.ID, UserID: u.ID, Step: 5, Now: now}); err != nil || !ok {
-		t.Fatalf("ActivateFactor = %v, %v", ok, err)
-	}
+	f := activateApp(t, db, u, now)
 	for _, step := range []int64{9, 10} {
 		if _, err := db.writer.ExecContext(ctx, `INSERT INTO totp_used_steps (user_id, step, used_at) VALUES (?, ?, ?)`,
 			u.ID, step, micros(now)); err != nil {
