@@ -127,7 +127,8 @@ func TestLoneWriteYieldsBeforeItsCommit(t *testing.T) {
 		for range others {
 			go func() { errs <- q.write(ctx, noop) }()
 		}
-		for len(q.ops) < others {
+		// Bounded: if they never queue, the commit count below says so.
+		for deadline := time.Now().Add(10 * time.Second); len(q.ops) < others && time.Now().Before(deadline); {
 			time.Sleep(time.Millisecond)
 		}
 	}
