@@ -2,6 +2,9 @@ package sqlite
 
 import (
 	"bytes"
+	"encoding/binary"
+	"hash/maphash"
+	"unsafe"
 
 	"github.com/verityhq/verity"
 )
@@ -33,14 +36,56 @@ import (
 // uncounted: the writes that consume a PIN or count a try are conditional
 // statements that check the row itself. It could only give a wrong answer,
 // which is why the rules above keep it exact.
+//
+// # Layout
+//
+// The entries live outside Go's heap, as bytes, so that the cache can hold
+// the PINs pending at a busy service without the garbage collector
+// scanning them or growing the heap to several times their size (GOGC=400,
+// see cmd/verity). When it held Go structs, 16,384 of them were most of
+// the live heap, and 131,072 raised the check benchmark's peak RSS from
+// 143 to 392 MB.
+//
+//   - ring: each entry is a record appended at head. A counted try and a
+//     used step overwrite the record's numbers in place; any other change
+//     appends the entry anew and kills the old record. The oldest records
+//     are evicted from tail to make room, so the cache forgets users in
+//     about the order they were started: first in, first out, which suits
+//     PINs, checked in about the order they were sent.
+//   - index: an open-addressing hash table (linear probing) from a user's
+//     id to the absolute position of its live record. It holds exactly the
+//     live records: eviction removes a record's slot, and clear starts a
+//     new generation, which empties every slot at once.
+//
+// Times are kept in microseconds, as the database keeps them, so a decoded
+// entry equals what a read of the rows returns. A killed or evicted
+// record's bytes are zeroed: a consumed PIN's hash (or an app's encrypted
+// seed) does not linger in memory until the ring comes round. Only clear
+// leaves its records as they are, to be overwritten, since it must cost
+// nothing: every write that does not keep the cache calls it.
 type pinCache struct {
-	entries map[string]*cachedUserPIN
-	limit   int
+	ring       []byte
+	head, tail uint64 // absolute positions: ring[pos % len(ring)]; the ring holds [tail, head)
+	index      []indexSlot
+	gen        uint32 // slots of another generation are empty
+	count      int    // live records, at most limit
+	limit      int
+	seed       maphash.Seed
+	scratch    []byte // the record being encoded
+	release    func() // returns ring and index to the system
+}
+
+// indexSlot maps the user whose id hashes to hash to its record at pos.
+type indexSlot struct {
+	hash uint64
+	pos  uint64
+	gen  uint32
+	_    uint32
 }
 
 // cachedUserPIN is a user's row, its seq (the key of user_failures) and
 // newest PIN (nil when it has none), and, when appKnown, the user's active
-// authenticator app (nil: none).
+// authenticator app (nil: none): one decoded record.
 type cachedUserPIN struct {
 	user     verity.User
 	seq      int64
@@ -49,134 +94,582 @@ type cachedUserPIN struct {
 	appKnown bool
 }
 
-// pinCacheLimit bounds the entries, about 0.5 KB each (measured: 482 bytes
-// with the strings a user has). The server's garbage collector lets its
-// heap grow to several times what is live (GOGC=400, see cmd/verity), so a
-// cache of 32,768 entries raised the check benchmark's peak RSS from 140 to
-// 266 MB. 16,384 keep it near 8 MB live and cover the users with a PIN
-// pending at two thousand starts a second checked within eight seconds.
-// The benchmark's check scenario starts all the PINs a phase needs before
-// it checks them (tens of thousands), the worst case for any bound: at
-// 8,192 entries 43 % of its checks missed and read the user and PIN on the
-// writer, at 16,384 30 % (counted in the server), which saves about 3 µs of
-// a check's 105-120 µs of server CPU for 31 MB more peak RSS (140 MB).
-const pinCacheLimit = 1 << 14
+// pinCacheLimit and pinCacheRingBytes bound the cache: 131,072 users in a
+// ring of 32 MiB, with an index of 262,144 slots (6 MiB), half full at
+// most. A record of a user and a PIN takes about 260 bytes (410 with an
+// app), so the ring holds some 125,000 of them. Both are mapped memory,
+// resident as it is first written. 131,072 users cover the PINs
+// pending at a service that sends 4,000 a second and sees them typed
+// within 30 seconds, and the benchmark's check scenario, which starts
+// every PIN of a phase (some 60,000) before it checks them: at 16,384
+// entries half of its checks missed the cache and read the user and PIN on
+// the writer, 16 % of the server's CPU.
+const (
+	pinCacheLimit     = 1 << 17
+	pinCacheRingBytes = 32 << 20
+)
 
-func newPINCache(limit int) *pinCache {
-	return &pinCache{entries: make(map[string]*cachedUserPIN), limit: limit}
+// Record layout. A header: the record's length (uint32, the header
+// included; 0 marks the rest of the ring as unused, where a record did not
+// fit before the end), a live byte (0 once killed) and the flags below.
+// Then, at fixed offsets, the numbers a check changes, which counted and
+// stepUsed overwrite in place; then the user id, the other fields of the
+// user, the PIN's and the app's, in the order encode writes them. Strings
+// and byte slices carry a uint16 length.
+const (
+	offLength        = 0
+	offLive          = 4
+	offFlags         = 5
+	offSeq           = 6
+	offFailureCount  = offSeq + 8
+	offFailureWindow = offFailureCount + 8
+	offPINAttempts   = offFailureWindow + 8
+	offAppLastStep   = offPINAttempts + 8
+	offUserID        = offAppLastStep + 8
+
+	maxRecord = 2048 // a larger entry is not cached
+)
+
+// Flags of a record.
+const (
+	hasPIN = 1 << iota
+	pinConsumed
+	appKnown
+	hasApp
+)
+
+func newPINCache(limit, ringBytes int) *pinCache {
+	slots := 1
+	for slots < 2*limit {
+		slots <<= 1
+	}
+	slotSize := int(unsafe.Sizeof(indexSlot{}))
+	ring, freeRing := offHeap(ringBytes)
+	idx, freeIdx := offHeap(slots * slotSize)
+	return &pinCache{
+		ring:    ring,
+		index:   unsafe.Slice((*indexSlot)(unsafe.Pointer(unsafe.SliceData(idx))), slots),
+		gen:     1,
+		limit:   limit,
+		seed:    maphash.MakeSeed(),
+		scratch: make([]byte, 0, 512),
+		release: func() { freeRing(); freeIdx() },
+	}
 }
+
+// close returns the cache's memory; the cache must not be used after it.
+func (c *pinCache) close() {
+	c.ring, c.index = nil, nil
+	c.release()
+}
+
+// len returns the number of users cached.
+func (c *pinCache) len() int { return c.count }
 
 // get returns copies of the cached user and PIN, and the user's seq, or ok
 // false when the user is not cached (or belongs to another service: the
 // read then answers).
 func (c *pinCache) get(userID, serviceID string) (u *verity.User, seq int64, p *verity.PIN, ok bool) {
-	e := c.entries[userID]
-	if e == nil || e.user.ServiceID != serviceID {
+	_, pos, found := c.lookup(userID)
+	if !found {
+		return nil, 0, nil, false
+	}
+	e, ok := c.decode(pos, userID, serviceID, false)
+	if !ok {
 		return nil, 0, nil, false
 	}
 	u = new(verity.User)
 	*u = e.user
-	if e.pin != nil {
-		p = copyPIN(e.pin)
-	}
-	return u, e.seq, p, true
+	return u, e.seq, e.pin, true
 }
 
-// put caches copies of u and p, and u's seq, as the database holds them now.
+// put caches u and p, and u's seq, as the database holds them now; the
+// user's app is not known until putApp.
 func (c *pinCache) put(u *verity.User, seq int64, p *verity.PIN) {
-	if _, cached := c.entries[u.ID]; !cached && len(c.entries) >= c.limit {
-		for id := range c.entries { // map order: an arbitrary entry makes room
-			delete(c.entries, id)
-			break
-		}
-	}
-	e := &cachedUserPIN{user: *u, seq: seq}
-	if p != nil {
-		e.pin = copyPIN(p)
-	}
-	c.entries[u.ID] = e
+	c.store(&cachedUserPIN{user: *u, seq: seq, pin: p})
 }
 
 // drop forgets one user.
-func (c *pinCache) drop(userID string) { delete(c.entries, userID) }
-
-// clear forgets every user, keeping the map's room (no garbage).
-func (c *pinCache) clear() {
-	if len(c.entries) > 0 {
-		clear(c.entries)
+func (c *pinCache) drop(userID string) {
+	if i, pos, found := c.lookup(userID); found {
+		c.kill(i, pos)
 	}
+}
+
+// clear forgets every user at once: a new generation empties every slot
+// of the index, and the records become the free part of the ring.
+func (c *pinCache) clear() {
+	if c.count == 0 {
+		c.tail = c.head
+		return
+	}
+	c.gen++
+	if c.gen == 0 { // wrapped: slots of generation 1 may still be set
+		clear(c.index)
+		c.gen = 1
+	}
+	c.count = 0
+	c.tail = c.head
 }
 
 // counted records countFailedTry's applied UPDATEs, computed the way their
-// SQL computes them from the row before.
+// SQL computes them from the row before, in the user's record.
 func (c *pinCache) counted(f verity.FailedTry) {
-	e := c.entries[f.UserID]
-	if e == nil {
+	_, pos, found := c.lookup(f.UserID)
+	if !found {
 		return
 	}
+	rec := c.record(pos)
 	if f.PINID != "" {
-		if e.pin == nil || e.pin.ID != f.PINID {
+		if rec[offFlags]&hasPIN == 0 || string(c.pinID(rec)) != f.PINID {
 			c.drop(f.UserID)
 			return
 		}
-		e.pin.Attempts++
+		addInt(rec[offPINAttempts:], 1)
 	}
-	if micros(e.user.FailureWindowStart) > micros(f.FailureWindowStart) {
-		e.user.FailureCount++
+	if getInt(rec[offFailureWindow:]) > micros(f.FailureWindowStart) {
+		addInt(rec[offFailureCount:], 1)
 	} else {
-		e.user.FailureCount = 1
-		e.user.FailureWindowStart = fromMicros(micros(f.Now))
+		putInt(rec[offFailureCount:], 1)
+		putInt(rec[offFailureWindow:], micros(f.Now))
 	}
 }
 
-// app returns a copy of the user's cached active app (nil when the user
-// has none), or known false when the cache cannot say.
+// app returns the user's cached active app (nil when the user has none),
+// or known false when the cache cannot say.
 func (c *pinCache) app(userID string) (f *verity.Factor, known bool) {
-	e := c.entries[userID]
-	if e == nil || !e.appKnown {
+	_, pos, found := c.lookup(userID)
+	if !found || c.record(pos)[offFlags]&appKnown == 0 {
 		return nil, false
 	}
-	if e.app != nil {
-		f = copyFactor(e.app)
-	}
-	return f, true
+	return c.decodeApp(c.record(pos), userID), true
 }
 
-// putApp caches a copy of the user's active app as the database holds it
-// now (nil: none), for a user already cached.
+// putApp caches the user's active app as the database holds it now (nil:
+// none), for a user already cached.
 func (c *pinCache) putApp(userID string, f *verity.Factor) {
-	e := c.entries[userID]
-	if e == nil {
+	e, ok := c.entry(userID)
+	if !ok {
 		return
 	}
-	e.app, e.appKnown = nil, true
-	if f != nil {
-		e.app = copyFactor(f)
-	}
+	e.app, e.appKnown = f, true
+	c.store(&e)
 }
 
-// stepUsed records useStep's applied UPDATE: the app's last step is step.
+// stepUsed records useStep's applied UPDATE, in the user's record: the
+// app's last step is step.
 func (c *pinCache) stepUsed(userID, factorID string, step int64) {
-	e := c.entries[userID]
-	if e == nil || !e.appKnown || e.app == nil || e.app.ID != factorID {
+	_, pos, found := c.lookup(userID)
+	if !found {
+		return
+	}
+	rec := c.record(pos)
+	if rec[offFlags]&hasApp == 0 || string(c.appID(rec)) != factorID {
 		c.drop(userID)
 		return
 	}
-	e.app.LastStep = step
+	putInt(rec[offAppLastStep:], step)
 }
 
-func copyFactor(f *verity.Factor) *verity.Factor {
-	c := *f
-	c.Secret = bytes.Clone(f.Secret)
-	return &c
-}
-
-func copyPIN(p *verity.PIN) *verity.PIN {
-	c := *p
-	c.Hash = bytes.Clone(p.Hash)
-	if p.ConsumedAt != nil {
-		at := *p.ConsumedAt
-		c.ConsumedAt = &at
+// each calls fn with every cached entry, for tests.
+func (c *pinCache) each(fn func(userID string, e cachedUserPIN)) {
+	for _, s := range c.index {
+		if s.gen != c.gen {
+			continue
+		}
+		id := c.recordUserID(s.pos)
+		if e, ok := c.decode(s.pos, string(id), "", true); ok {
+			fn(string(id), e)
+		}
 	}
-	return &c
+}
+
+// entry decodes the user's entry, of any service.
+func (c *pinCache) entry(userID string) (cachedUserPIN, bool) {
+	_, pos, found := c.lookup(userID)
+	if !found {
+		return cachedUserPIN{}, false
+	}
+	return c.decode(pos, userID, "", true)
+}
+
+// store makes e the user's entry, replacing any before it. An entry too
+// large for a record is dropped instead.
+func (c *pinCache) store(e *cachedUserPIN) {
+	id := e.user.ID
+	if i, pos, found := c.lookup(id); found {
+		c.kill(i, pos)
+	}
+	rec, ok := c.encode(e)
+	if !ok {
+		return
+	}
+	for c.count >= c.limit && c.tail != c.head {
+		c.evictOldest()
+	}
+	off := c.reserve(len(rec))
+	copy(c.ring[off:], rec)
+	c.insert(c.hash(id), c.head-uint64(len(rec)))
+	c.count++
+}
+
+// reserve makes room for n bytes at head, evicting the oldest records,
+// and returns where they go in the ring; head then points past them.
+func (c *pinCache) reserve(n int) int {
+	size := uint64(len(c.ring))
+	off := c.head % size
+	need := uint64(n)
+	if size-off < need {
+		need += size - off // the rest of the ring goes unused
+	}
+	for c.head+need-c.tail > size && c.tail != c.head {
+		c.evictOldest()
+	}
+	if size-off < uint64(n) {
+		if size-off >= 4 {
+			binary.LittleEndian.PutUint32(c.ring[off:], 0)
+		}
+		c.head += size - off
+		off = 0
+	}
+	c.head += uint64(n)
+	return int(off)
+}
+
+// evictOldest removes the record at tail (or skips the unused end of the
+// ring), forgetting its user if it is live.
+func (c *pinCache) evictOldest() {
+	size := uint64(len(c.ring))
+	off := c.tail % size
+	if size-off < 4 {
+		c.tail += size - off
+		return
+	}
+	n := binary.LittleEndian.Uint32(c.ring[off:])
+	if n == 0 {
+		c.tail += size - off
+		return
+	}
+	if c.ring[off+offLive] != 0 {
+		i, pos, found := c.lookupBytes(c.recordUserID(c.tail))
+		if found && pos == c.tail {
+			c.kill(i, pos)
+		}
+	}
+	c.tail += uint64(n)
+}
+
+// kill removes index slot i, whose record is at pos, and zeroes that
+// record's fields.
+func (c *pinCache) kill(i int, pos uint64) {
+	c.remove(i)
+	c.count--
+	off := pos % uint64(len(c.ring))
+	n := binary.LittleEndian.Uint32(c.ring[off:])
+	clear(c.ring[off+offLive : off+uint64(n)])
+}
+
+func (c *pinCache) hash(id string) uint64 { return maphash.String(c.seed, id) }
+
+// lookup finds the user's slot and record.
+func (c *pinCache) lookup(userID string) (slot int, pos uint64, found bool) {
+	return c.find(c.hash(userID), func(id []byte) bool { return string(id) == userID })
+}
+
+// lookupBytes is lookup for an id read from a record.
+func (c *pinCache) lookupBytes(userID []byte) (slot int, pos uint64, found bool) {
+	return c.find(maphash.Bytes(c.seed, userID), func(id []byte) bool { return bytes.Equal(id, userID) })
+}
+
+func (c *pinCache) find(h uint64, is func(id []byte) bool) (slot int, pos uint64, found bool) {
+	mask := len(c.index) - 1
+	for i := int(h) & mask; ; i = (i + 1) & mask {
+		s := &c.index[i]
+		if s.gen != c.gen {
+			return i, 0, false
+		}
+		if s.hash == h && is(c.recordUserID(s.pos)) {
+			return i, s.pos, true
+		}
+	}
+}
+
+// insert adds a slot for a user known to be absent.
+func (c *pinCache) insert(h, pos uint64) {
+	mask := len(c.index) - 1
+	i := int(h) & mask
+	for c.index[i].gen == c.gen {
+		i = (i + 1) & mask
+	}
+	c.index[i] = indexSlot{hash: h, pos: pos, gen: c.gen}
+}
+
+// remove empties slot i, shifting back the slots after it that probed past
+// it, so that every lookup still finds its slot before an empty one.
+func (c *pinCache) remove(i int) {
+	mask := len(c.index) - 1
+	for j := (i + 1) & mask; c.index[j].gen == c.gen; j = (j + 1) & mask {
+		home := int(c.index[j].hash) & mask
+		// Slot j may move to i if its home is not in (i, j], cyclically.
+		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
+			c.index[i] = c.index[j]
+			i = j
+		}
+	}
+	c.index[i].gen = 0
+}
+
+// record returns the record at pos, in the ring.
+func (c *pinCache) record(pos uint64) []byte {
+	off := pos % uint64(len(c.ring))
+	return c.ring[off : off+uint64(binary.LittleEndian.Uint32(c.ring[off:]))]
+}
+
+// recordUserID returns the user id of the record at pos, in the ring.
+func (c *pinCache) recordUserID(pos uint64) []byte {
+	rec := c.ring[pos%uint64(len(c.ring)):]
+	n := int(binary.LittleEndian.Uint16(rec[offUserID:]))
+	return rec[offUserID+2 : offUserID+2+n]
+}
+
+// pinID returns the id of the record's PIN, which it must have.
+func (c *pinCache) pinID(rec []byte) []byte {
+	r := reader{rec: rec, i: offUserID}
+	r.skipUser()
+	return r.field()
+}
+
+// appID returns the id of the record's app, which it must have.
+func (c *pinCache) appID(rec []byte) []byte {
+	r := reader{rec: rec, i: offUserID}
+	r.skipUser()
+	if rec[offFlags]&hasPIN != 0 {
+		r.skipPIN(rec[offFlags])
+	}
+	return r.field()
+}
+
+func getInt(b []byte) int64    { return int64(binary.LittleEndian.Uint64(b)) }
+func putInt(b []byte, n int64) { binary.LittleEndian.PutUint64(b, uint64(n)) }
+func addInt(b []byte, n int64) { putInt(b, getInt(b)+n) }
+
+// encode writes e as a record in c.scratch, or reports false when it does
+// not fit in one.
+func (c *pinCache) encode(e *cachedUserPIN) ([]byte, bool) {
+	u, p, f := &e.user, e.pin, e.app
+	if !e.appKnown {
+		f = nil
+	}
+	size := offUserID + 2*6 + len(u.ID) + len(u.ServiceID) + len(u.IDInService) + len(u.Phone) +
+		len(u.PhoneType) + len(u.LastMethod) + 8
+	if p != nil {
+		size += 2*2 + len(p.ID) + len(p.Hash) + 8*3
+	}
+	if f != nil {
+		size += 2*5 + len(f.ID) + len(f.Status) + len(f.KeyID) + len(f.Secret) + len(f.Algorithm) + 8*4
+	}
+	if size > maxRecord || size > len(c.ring)/4 {
+		return nil, false
+	}
+	var flags byte
+	if p != nil {
+		flags |= hasPIN
+		if p.ConsumedAt != nil {
+			flags |= pinConsumed
+		}
+	}
+	if e.appKnown {
+		flags |= appKnown
+		if f != nil {
+			flags |= hasApp
+		}
+	}
+	b := append(c.scratch[:0], make([]byte, offUserID)...)
+	b[offLive], b[offFlags] = 1, flags
+	putInt(b[offSeq:], e.seq)
+	putInt(b[offFailureCount:], int64(u.FailureCount))
+	putInt(b[offFailureWindow:], micros(u.FailureWindowStart))
+	str := func(s string) { b = binary.LittleEndian.AppendUint16(b, uint16(len(s))); b = append(b, s...) }
+	num := func(n int64) { b = binary.LittleEndian.AppendUint64(b, uint64(n)) }
+	str(u.ID)
+	str(u.ServiceID)
+	str(u.IDInService)
+	str(u.Phone)
+	str(u.PhoneType)
+	str(u.LastMethod)
+	num(micros(u.CreatedAt))
+	if p != nil {
+		putInt(b[offPINAttempts:], int64(p.Attempts))
+		str(p.ID)
+		str(string(p.Hash))
+		num(micros(p.CreatedAt))
+		num(micros(p.ExpiresAt))
+		if p.ConsumedAt != nil {
+			num(micros(*p.ConsumedAt))
+		}
+	}
+	if f != nil {
+		putInt(b[offAppLastStep:], f.LastStep)
+		str(f.ID)
+		str(f.Status)
+		str(f.KeyID)
+		str(string(f.Secret))
+		str(f.Algorithm)
+		num(int64(f.Digits))
+		num(int64(f.Period))
+		num(micros(f.CreatedAt))
+		num(micros(f.ActivatedAt))
+	}
+	c.scratch = b
+	binary.LittleEndian.PutUint32(b[offLength:], uint32(len(b)))
+	return b, true
+}
+
+// reader walks a record's variable fields.
+type reader struct {
+	rec []byte
+	i   int
+}
+
+func (r *reader) field() []byte {
+	n := int(binary.LittleEndian.Uint16(r.rec[r.i:]))
+	r.i += 2 + n
+	return r.rec[r.i-n : r.i]
+}
+
+func (r *reader) num() int64 { r.i += 8; return getInt(r.rec[r.i-8:]) }
+
+// skipUser passes the user's fields, from its id.
+func (r *reader) skipUser() {
+	for range 6 {
+		r.field()
+	}
+	r.i += 8
+}
+
+// skipPIN passes the PIN's fields.
+func (r *reader) skipPIN(flags byte) {
+	r.field()
+	r.field()
+	r.i += 16
+	if flags&pinConsumed != 0 {
+		r.i += 8
+	}
+}
+
+// decode reads the record at pos into new values: the user and its PIN,
+// and with withApp the app. The record's user id must be userID (the
+// caller found it by that id, and its string is reused); when serviceID is
+// not empty, the record's must equal it, or ok is false.
+func (c *pinCache) decode(pos uint64, userID, serviceID string, withApp bool) (e cachedUserPIN, ok bool) {
+	rec := c.record(pos)
+	r := reader{rec: rec, i: offUserID}
+	flags := rec[offFlags]
+	r.field() // the user id
+	svc := r.field()
+	if serviceID != "" && string(svc) != serviceID {
+		return e, false
+	}
+	e.seq = getInt(rec[offSeq:])
+	u := &e.user
+	u.ID = userID
+	u.ServiceID = serviceID
+	if serviceID == "" {
+		u.ServiceID = string(svc)
+	}
+	// The user's and the PIN's other strings are cut from one copy of the
+	// part of the record that holds them, but for two of a few values.
+	from := r.i
+	to := from
+	for range 4 {
+		to += 2 + int(binary.LittleEndian.Uint16(rec[to:]))
+	}
+	to += 8 // created_at
+	if flags&hasPIN != 0 {
+		to += 2 + int(binary.LittleEndian.Uint16(rec[to:]))
+	}
+	part := string(rec[from:to])
+	str := func() string {
+		f := r.field()
+		return part[r.i-from-len(f) : r.i-from]
+	}
+	u.IDInService = str()
+	u.Phone = str()
+	u.PhoneType = interned(r.field())
+	u.LastMethod = interned(r.field())
+	u.CreatedAt = fromMicros(r.num())
+	u.FailureCount = int(getInt(rec[offFailureCount:]))
+	u.FailureWindowStart = fromMicros(getInt(rec[offFailureWindow:]))
+	if flags&hasPIN != 0 {
+		p := &verity.PIN{UserID: userID}
+		p.ID = str()
+		p.Hash = bytes.Clone(r.field())
+		p.CreatedAt = fromMicros(r.num())
+		p.ExpiresAt = fromMicros(r.num())
+		p.Attempts = int(getInt(rec[offPINAttempts:]))
+		if flags&pinConsumed != 0 {
+			at := fromMicros(r.num())
+			p.ConsumedAt = &at
+		}
+		e.pin = p
+	}
+	e.appKnown = flags&appKnown != 0
+	if withApp {
+		e.app = c.decodeApp(rec, userID)
+	}
+	return e, true
+}
+
+// interned returns b as a string, without allocating for the phone types
+// and last methods most users have.
+func interned(b []byte) string {
+	switch string(b) {
+	case "":
+		return ""
+	case "MOBILE":
+		return "MOBILE"
+	case "FIXED_LINE_OR_MOBILE":
+		return "FIXED_LINE_OR_MOBILE"
+	case "FIXED_LINE":
+		return "FIXED_LINE"
+	case "UNKNOWN":
+		return "UNKNOWN"
+	case "sms":
+		return "sms"
+	case "totp":
+		return "totp"
+	}
+	return string(b)
+}
+
+// decodeApp reads the app of the record rec, of user userID, into a new
+// Factor, or returns nil when the record has none.
+func (c *pinCache) decodeApp(rec []byte, userID string) *verity.Factor {
+	flags := rec[offFlags]
+	if flags&hasApp == 0 {
+		return nil
+	}
+	r := reader{rec: rec, i: offUserID}
+	r.skipUser()
+	if flags&hasPIN != 0 {
+		r.skipPIN(flags)
+	}
+	all := string(rec[r.i:]) // the app's strings are cut from one copy
+	start := r.i
+	str := func() string {
+		f := r.field()
+		return all[r.i-start-len(f) : r.i-start]
+	}
+	f := &verity.Factor{UserID: userID}
+	f.ID = str()
+	f.Status = str()
+	f.KeyID = str()
+	f.Secret = bytes.Clone(r.field())
+	f.Algorithm = str()
+	f.Digits = int(r.num())
+	f.Period = int(r.num())
+	f.LastStep = getInt(rec[offAppLastStep:])
+	f.CreatedAt = fromMicros(r.num())
+	f.ActivatedAt = fromMicros(r.num())
+	return f
 }

@@ -1,9 +1,11 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,16 +20,7 @@ func cachedSnapshot(t *testing.T, db *DB) map[string]cachedUserPIN {
 	t.Helper()
 	snap := map[string]cachedUserPIN{}
 	err := db.q.writeKeeping(context.Background(), "(snapshot)", func(tx *wtx) error {
-		for id, e := range tx.q.pins.entries {
-			c := cachedUserPIN{user: e.user, seq: e.seq, appKnown: e.appKnown}
-			if e.pin != nil {
-				c.pin = copyPIN(e.pin)
-			}
-			if e.app != nil {
-				c.app = copyFactor(e.app)
-			}
-			snap[id] = c
-		}
+		tx.q.pins.each(func(id string, e cachedUserPIN) { snap[id] = e })
 		return nil
 	})
 	if err != nil {
@@ -245,11 +238,12 @@ func TestPINCacheSeesAnotherConnection(t *testing.T) {
 }
 
 func TestPINCacheStaysWithinItsLimit(t *testing.T) {
-	c := newPINCache(3)
+	c := newPINCache(3, 4096)
+	defer c.close()
 	for i := range 10 {
 		c.put(&verity.User{ID: uuid.NewString(), ServiceID: "s"}, int64(i+1), &verity.PIN{ID: "p", Hash: []byte{byte(i)}})
-		if len(c.entries) > 3 {
-			t.Fatalf("after %d puts the cache holds %d entries, limit 3", i+1, len(c.entries))
+		if c.len() > 3 {
+			t.Fatalf("after %d puts the cache holds %d entries, limit 3", i+1, c.len())
 		}
 	}
 	u := &verity.User{ID: "u", ServiceID: "s"}
@@ -259,5 +253,159 @@ func TestPINCacheStaysWithinItsLimit(t *testing.T) {
 	}
 	if _, _, _, ok := c.get("u", "another service"); ok {
 		t.Fatal("get answered for a user of another service")
+	}
+}
+
+// TestPINCacheRingAgainstAModel drives a small cache, whose ring wraps
+// and evicts by bytes as well as by count, with random writes, and holds
+// it to a plain map of what each user's entry must be: whatever the cache
+// still holds is exactly the user's latest entry, the entry just written
+// is always held, and the index holds exactly the live records.
+func TestPINCacheRingAgainstAModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	c := newPINCache(16, 2048)
+	defer c.close()
+	model := map[string]cachedUserPIN{}
+	ids := make([]string, 40)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+	}
+	at := func(us int64) time.Time { return fromMicros(us) }
+	wraps, evictions := 0, 0
+	for step := range 20000 {
+		id := ids[rng.IntN(len(ids))]
+		headBefore := c.head
+		_, _, _, heldBefore := c.get(id, "svc")
+		countBefore := c.count
+		switch op := rng.IntN(10); {
+		case op < 4:
+			u := &verity.User{ID: id, ServiceID: "svc", IDInService: strings.Repeat("x", rng.IntN(60)),
+				Phone: "+3725512345", PhoneType: "MOBILE", CreatedAt: at(1), FailureCount: rng.IntN(5), FailureWindowStart: at(int64(rng.IntN(9)))}
+			var p *verity.PIN
+			if rng.IntN(4) > 0 {
+				p = &verity.PIN{ID: uuid.NewString(), UserID: id, Hash: []byte{1, byte(step), byte(step >> 8)},
+					CreatedAt: at(2), ExpiresAt: at(3), Attempts: rng.IntN(3)}
+				if rng.IntN(5) == 0 {
+					consumed := at(4)
+					p.ConsumedAt = &consumed
+				}
+			}
+			seq := int64(step + 1)
+			c.put(u, seq, p)
+			model[id] = cachedUserPIN{user: *u, seq: seq, pin: p}
+			if !heldBefore && c.count <= countBefore {
+				evictions++
+			}
+		case op < 6:
+			if e, ok := model[id]; ok {
+				if _, _, _, held := c.get(id, "svc"); !held {
+					delete(model, id) // evicted: the model follows
+					break
+				}
+				f := &verity.Factor{ID: uuid.NewString(), UserID: id, Status: "active", KeyID: "k1",
+					Secret: []byte("ciphertext"), Algorithm: "SHA1", Digits: 6, Period: 30, LastStep: int64(step), CreatedAt: at(5), ActivatedAt: at(6)}
+				if rng.IntN(3) == 0 {
+					f = nil
+				}
+				c.putApp(id, f)
+				e.app, e.appKnown = f, true
+				model[id] = e
+			}
+		case op < 8:
+			if e, ok := model[id]; ok && e.pin != nil {
+				if _, _, _, held := c.get(id, "svc"); !held {
+					delete(model, id)
+					break
+				}
+				try := verity.FailedTry{UserID: id, PINID: e.pin.ID, Now: at(int64(step)), FailureWindowStart: at(int64(rng.IntN(9)))}
+				c.counted(try)
+				e.pin.Attempts++
+				if micros(e.user.FailureWindowStart) > micros(try.FailureWindowStart) {
+					e.user.FailureCount++
+				} else {
+					e.user.FailureCount, e.user.FailureWindowStart = 1, try.Now
+				}
+				model[id] = e
+			}
+		case op < 9 && rng.IntN(2) == 0:
+			c.drop(id)
+			delete(model, id)
+		case op < 9:
+			if e, ok := model[id]; ok {
+				if _, _, _, held := c.get(id, "svc"); !held {
+					delete(model, id)
+					break
+				}
+				factorID := "another app"
+				if e.app != nil && rng.IntN(4) > 0 {
+					factorID = e.app.ID
+				}
+				c.stepUsed(id, factorID, int64(step))
+				if e.appKnown && e.app != nil && e.app.ID == factorID {
+					e.app.LastStep = int64(step)
+					model[id] = e
+				} else {
+					delete(model, id) // the cache cannot say: it forgets the user
+				}
+			}
+		default:
+			if rng.IntN(20) == 0 {
+				c.clear()
+				clear(model)
+			}
+		}
+		if c.head/2048 != headBefore/2048 {
+			wraps++
+		}
+		if _, ok := model[id]; ok {
+			if _, _, _, held := c.get(id, "svc"); !held {
+				t.Fatalf("step %d: the entry just written for %s is not held", step, id)
+			}
+		}
+		held := 0
+		for id, want := range model {
+			got, ok := c.entry(id)
+			if !ok {
+				delete(model, id) // evicted
+				continue
+			}
+			held++
+			if d := cmp.Diff(want, got, cmp.AllowUnexported(cachedUserPIN{})); d != "" {
+				t.Fatalf("step %d: entry of %s differs from the model (-model +cache):\n%s", step, id, d)
+			}
+		}
+		if held != c.count || held > 16 {
+			t.Fatalf("step %d: the cache holds %d entries by its count, %d found, limit 16", step, c.count, held)
+		}
+		n := 0
+		c.each(func(string, cachedUserPIN) { n++ })
+		if n != c.count {
+			t.Fatalf("step %d: the index holds %d entries, the count says %d", step, n, c.count)
+		}
+	}
+	if wraps < 100 || evictions < 100 {
+		t.Fatalf("the ring wrapped %d times and evicted %d times: the test did not exercise it", wraps, evictions)
+	}
+}
+
+// TestPINCacheZeroesWhatItForgets: a dropped or replaced entry's PIN hash
+// is not left in the ring.
+func TestPINCacheZeroesWhatItForgets(t *testing.T) {
+	c := newPINCache(16, 4096)
+	defer c.close()
+	secret := []byte("hash-of-a-consumed-pin-0123456789")
+	u := &verity.User{ID: uuid.NewString(), ServiceID: "svc"}
+	c.put(u, 1, &verity.PIN{ID: "p1", Hash: secret})
+	if !bytes.Contains(c.ring, secret) {
+		t.Fatal("the ring does not hold the entry's hash: the test looks in the wrong place")
+	}
+	c.drop(u.ID)
+	if bytes.Contains(c.ring, secret) {
+		t.Fatal("a dropped entry's PIN hash is still in the ring")
+	}
+	c.put(u, 1, &verity.PIN{ID: "p1", Hash: secret})
+	c.put(u, 1, &verity.PIN{ID: "p2", Hash: []byte("another")})
+	if bytes.Count(c.ring, secret) != 0 {
+		t.Fatal("a replaced entry's PIN hash is still in the ring")
 	}
 }

@@ -121,7 +121,7 @@ type writeQueue struct {
 
 // newWriteQueue starts the queue's goroutine on conn, which it then owns.
 func newWriteQueue(conn *rawConn) *writeQueue {
-	q := &writeQueue{conn: conn, ops: make(chan *writeOp, 4*maxBatch), pins: newPINCache(pinCacheLimit), yield: runtime.Gosched}
+	q := &writeQueue{conn: conn, ops: make(chan *writeOp, 4*maxBatch), pins: newPINCache(pinCacheLimit, pinCacheRingBytes), yield: runtime.Gosched}
 	q.wg.Add(1)
 	go q.loop()
 	return q
@@ -192,6 +192,7 @@ func (q *writeQueue) close() error {
 func (q *writeQueue) loop() {
 	defer q.wg.Done()
 	defer func() { q.closeErr = q.conn.close() }()
+	defer q.pins.close() // after the last write: the loop owns the cache
 	batch := make([]*writeOp, 0, maxBatch)
 	for op := range q.ops {
 		if op.between != nil {
