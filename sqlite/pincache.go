@@ -60,9 +60,8 @@ import (
 // Times are kept in microseconds, as the database keeps them, so a decoded
 // entry equals what a read of the rows returns. A killed or evicted
 // record's bytes are zeroed: a consumed PIN's hash (or an app's encrypted
-// seed) does not linger in memory until the ring comes round. Only clear
-// leaves its records as they are, to be overwritten, since it must cost
-// nothing: every write that does not keep the cache calls it.
+// seed) does not linger in memory until the ring comes round, and neither
+// does a record that clear forgets.
 type pinCache struct {
 	ring       []byte
 	head, tail uint64 // absolute positions: ring[pos % len(ring)]; the ring holds [tail, head)
@@ -171,7 +170,7 @@ func (c *pinCache) len() int { return c.count }
 // read then answers).
 func (c *pinCache) get(userID, serviceID string) (u *verity.User, seq int64, p *verity.PIN, ok bool) {
 	_, pos, found := c.lookup(userID)
-	if !found {
+	if !found || serviceID == "" { // decode takes "" for any service; no user has none
 		return nil, 0, nil, false
 	}
 	e, ok := c.decode(pos, userID, serviceID, false)
@@ -197,8 +196,16 @@ func (c *pinCache) drop(userID string) {
 }
 
 // clear forgets every user at once: a new generation empties every slot
-// of the index, and the records become the free part of the ring.
+// of the index, and the records, zeroed, become the free part of the ring.
+// Zeroing costs what writing them did, once.
 func (c *pinCache) clear() {
+	size := uint64(len(c.ring))
+	for pos := c.tail; pos < c.head; {
+		off := pos % size
+		n := min(c.head-pos, size-off)
+		clear(c.ring[off : off+n])
+		pos += n
+	}
 	if c.count == 0 {
 		c.tail = c.head
 		return
@@ -309,6 +316,7 @@ func (c *pinCache) store(e *cachedUserPIN) {
 	}
 	off := c.reserve(len(rec))
 	copy(c.ring[off:], rec)
+	clear(rec) // the scratch copy of a PIN hash or a seed goes too
 	c.insert(c.hash(id), c.head-uint64(len(rec)))
 	c.count++
 }
@@ -620,8 +628,8 @@ func (c *pinCache) decode(pos uint64, userID, serviceID string, withApp bool) (e
 	return e, true
 }
 
-// interned returns b as a string, without allocating for the phone types
-// and last methods most users have.
+// interned returns b as a string, without allocating for the phone types,
+// last methods and app algorithms most users have.
 func interned(b []byte) string {
 	switch string(b) {
 	case "":
@@ -638,6 +646,12 @@ func interned(b []byte) string {
 		return "sms"
 	case "totp":
 		return "totp"
+	case "SHA1":
+		return "SHA1"
+	case "SHA256":
+		return "SHA256"
+	case "SHA512":
+		return "SHA512"
 	}
 	return string(b)
 }
@@ -654,8 +668,12 @@ func (c *pinCache) decodeApp(rec []byte, userID string) *verity.Factor {
 	if flags&hasPIN != 0 {
 		r.skipPIN(flags)
 	}
-	all := string(rec[r.i:]) // the app's strings are cut from one copy
-	start := r.i
+	// The strings before the encrypted seed are cut from one copy of them.
+	start, end := r.i, r.i
+	for range 3 {
+		end += 2 + int(binary.LittleEndian.Uint16(rec[end:]))
+	}
+	all := string(rec[start:end])
 	str := func() string {
 		f := r.field()
 		return all[r.i-start-len(f) : r.i-start]
@@ -665,7 +683,7 @@ func (c *pinCache) decodeApp(rec []byte, userID string) *verity.Factor {
 	f.Status = str()
 	f.KeyID = str()
 	f.Secret = bytes.Clone(r.field())
-	f.Algorithm = str()
+	f.Algorithm = interned(r.field())
 	f.Digits = int(r.num())
 	f.Period = int(r.num())
 	f.LastStep = getInt(rec[offAppLastStep:])

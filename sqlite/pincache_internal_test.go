@@ -254,6 +254,9 @@ func TestPINCacheStaysWithinItsLimit(t *testing.T) {
 	if _, _, _, ok := c.get("u", "another service"); ok {
 		t.Fatal("get answered for a user of another service")
 	}
+	if _, _, _, ok := c.get("u", ""); ok {
+		t.Fatal("get answered for a user of no service")
+	}
 }
 
 // TestPINCacheRingAgainstAModel drives a small cache, whose ring wraps
@@ -388,8 +391,8 @@ func TestPINCacheRingAgainstAModel(t *testing.T) {
 	}
 }
 
-// TestPINCacheZeroesWhatItForgets: a dropped or replaced entry's PIN hash
-// is not left in the ring.
+// TestPINCacheZeroesWhatItForgets: a dropped, replaced or cleared entry's
+// PIN hash is not left in the ring, nor in the encoder's scratch space.
 func TestPINCacheZeroesWhatItForgets(t *testing.T) {
 	c := newPINCache(16, 4096)
 	defer c.close()
@@ -405,7 +408,15 @@ func TestPINCacheZeroesWhatItForgets(t *testing.T) {
 	}
 	c.put(u, 1, &verity.PIN{ID: "p1", Hash: secret})
 	c.put(u, 1, &verity.PIN{ID: "p2", Hash: []byte("another")})
-	if bytes.Count(c.ring, secret) != 0 {
+	if bytes.Contains(c.ring, secret) {
 		t.Fatal("a replaced entry's PIN hash is still in the ring")
+	}
+	if bytes.Contains(c.scratch[:cap(c.scratch)], []byte("another")) {
+		t.Fatal("the last entry's PIN hash is still in the encoder's scratch space")
+	}
+	c.put(u, 1, &verity.PIN{ID: "p1", Hash: secret})
+	c.clear()
+	if bytes.Contains(c.ring, secret) {
+		t.Fatal("a cleared entry's PIN hash is still in the ring")
 	}
 }
