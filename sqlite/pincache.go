@@ -468,17 +468,6 @@ func (c *pinCache) encode(e *cachedUserPIN) ([]byte, bool) {
 	if !e.appKnown {
 		f = nil
 	}
-	size := offUserID + 2*6 + len(u.ID) + len(u.ServiceID) + len(u.IDInService) + len(u.Phone) +
-		len(u.PhoneType) + len(u.LastMethod) + 8
-	if p != nil {
-		size += 2*2 + len(p.ID) + len(p.Hash) + 8*3
-	}
-	if f != nil {
-		size += 2*5 + len(f.ID) + len(f.Status) + len(f.KeyID) + len(f.Secret) + len(f.Algorithm) + 8*4
-	}
-	if size > maxRecord || size > len(c.ring)/4 {
-		return nil, false
-	}
 	var flags byte
 	if p != nil {
 		flags |= hasPIN
@@ -497,7 +486,21 @@ func (c *pinCache) encode(e *cachedUserPIN) ([]byte, bool) {
 	putInt(b[offSeq:], e.seq)
 	putInt(b[offFailureCount:], int64(u.FailureCount))
 	putInt(b[offFailureWindow:], micros(u.FailureWindowStart))
-	str := func(s string) { b = binary.LittleEndian.AppendUint16(b, uint16(len(s))); b = append(b, s...) }
+	// A field that would take the record past maxRecord is not written
+	// (so neither a length nor the scratch space can grow past it): the
+	// record is refused below.
+	long := false
+	fits := func(n int) bool { long = long || len(b)+2+n > maxRecord; return !long }
+	str := func(s string) {
+		if fits(len(s)) {
+			b = append(binary.LittleEndian.AppendUint16(b, uint16(len(s))), s...)
+		}
+	}
+	blob := func(s []byte) {
+		if fits(len(s)) {
+			b = append(binary.LittleEndian.AppendUint16(b, uint16(len(s))), s...)
+		}
+	}
 	num := func(n int64) { b = binary.LittleEndian.AppendUint64(b, uint64(n)) }
 	str(u.ID)
 	str(u.ServiceID)
@@ -509,7 +512,7 @@ func (c *pinCache) encode(e *cachedUserPIN) ([]byte, bool) {
 	if p != nil {
 		putInt(b[offPINAttempts:], int64(p.Attempts))
 		str(p.ID)
-		str(string(p.Hash))
+		blob(p.Hash)
 		num(micros(p.CreatedAt))
 		num(micros(p.ExpiresAt))
 		if p.ConsumedAt != nil {
@@ -521,7 +524,7 @@ func (c *pinCache) encode(e *cachedUserPIN) ([]byte, bool) {
 		str(f.ID)
 		str(f.Status)
 		str(f.KeyID)
-		str(string(f.Secret))
+		blob(f.Secret)
 		str(f.Algorithm)
 		num(int64(f.Digits))
 		num(int64(f.Period))
@@ -529,6 +532,10 @@ func (c *pinCache) encode(e *cachedUserPIN) ([]byte, bool) {
 		num(micros(f.ActivatedAt))
 	}
 	c.scratch = b
+	if long || len(b) > maxRecord || len(b) > len(c.ring)/4 {
+		clear(b)
+		return nil, false
+	}
 	binary.LittleEndian.PutUint32(b[offLength:], uint32(len(b)))
 	return b, true
 }

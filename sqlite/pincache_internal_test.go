@@ -257,6 +257,19 @@ func TestPINCacheStaysWithinItsLimit(t *testing.T) {
 	if _, _, _, ok := c.get("u", ""); ok {
 		t.Fatal("get answered for a user of no service")
 	}
+	// An entry too large for a record is not cached, and replaces what was.
+	c.put(&verity.User{ID: "u", ServiceID: "s", IDInService: strings.Repeat("x", maxRecord)}, 11, nil)
+	if _, _, _, ok := c.get("u", "s"); ok {
+		t.Fatal("an entry larger than a record was cached")
+	}
+	c.put(u, 11, &verity.PIN{ID: "p", Hash: []byte("hash-of-a-refused-entry")})
+	c.putApp("u", &verity.Factor{ID: "f", Secret: make([]byte, maxRecord)})
+	if _, _, _, ok := c.get("u", "s"); ok {
+		t.Fatal("an app too large for the record left the user's entry without it")
+	}
+	if c.len() > 3 || bytes.Contains(c.scratch[:cap(c.scratch)], []byte("hash-of-a-refused-entry")) || cap(c.scratch) > 2*maxRecord {
+		t.Fatalf("a refused entry left %d entries, or its bytes in a scratch space of %d", c.len(), cap(c.scratch))
+	}
 }
 
 // TestPINCacheRingAgainstAModel drives a small cache, whose ring wraps
