@@ -18,6 +18,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"slices"
@@ -50,6 +53,7 @@ type config struct {
 	serverFlags  []string
 	pgPool       int    // pool_max_conns of every store on PostgreSQL; 0: the store's default
 	sqliteSync   string // -db sqlite: every server's and the storage ceiling's durability, full or normal
+	debugAddr    string // if set, the generator's own profiler listens here
 }
 
 // allScenarios are the scenario names -scenarios accepts, in run order.
@@ -80,6 +84,7 @@ func parseFlags(args []string) (*config, error) {
 	serverFlags := fs.String("server-flags", "", "extra flags for every `verity serve` the benchmark starts, space-separated (e.g. \"--debug-addr 127.0.0.1:6061\" to take a CPU profile while a scenario runs)")
 	fs.IntVar(&cfg.pgPool, "pg-pool", 0, "-db postgres: connections in each Verity's pool and the storage ceiling's (pool_max_conns); 0 leaves Verity's default, 4 × GOMAXPROCS. Several Verity processes can be open at once: keep their sum within PostgreSQL's max_connections")
 	fs.StringVar(&cfg.sqliteSync, "sqlite-sync", "full", "-db sqlite: the durability every Verity the benchmark starts (--sqlite-sync) and the storage ceiling commit with: full (Verity's default, survives power loss) or normal (opt-in, survives a crash of the process); see docs/durability.md")
+	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "serve the load generator's own profiler at /debug/pprof/ on this address (e.g. 127.0.0.1:6062): its CPU per request is part of every row")
 	fs.StringVar(&cfg.out, "out", "bench-results.json", "JSON results file")
 	fs.BoolVar(&cfg.quick, "quick", false, "short phases (1.5 s closed, 1.5 s open, 1 s storage) unless set explicitly")
 	if err := fs.Parse(args); err != nil {
@@ -175,6 +180,12 @@ func main() {
 	}
 	ctx, stop := signalContext()
 	defer stop()
+	if cfg.debugAddr != "" {
+		if err := serveProfiler(cfg.debugAddr); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
 	r := &runner{cfg: cfg}
 	err = r.run(ctx)
 	if cerr := r.cleanup(); err == nil {
@@ -184,6 +195,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// serveProfiler serves net/http/pprof for the generator itself on addr.
+func serveProfiler(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("-debug-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go http.Serve(ln, mux)
+	logf("the generator's profiler listens on http://%s/debug/pprof/", ln.Addr())
+	return nil
 }
 
 // logf reports progress on stderr; stdout carries only the table.
