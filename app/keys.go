@@ -48,28 +48,56 @@ func NewKeys(master []byte) (*Keys, error) {
 // of these MACs, the typed code's and the API credential's.
 type keyedMAC struct{ pool sync.Pool }
 
+// macState is one pooled instance and the scratch space its message is
+// framed in: a buffer of the caller's would escape to the heap through the
+// hash.Hash interface, once per MAC.
+type macState struct {
+	mac hash.Hash
+	msg []byte
+}
+
+// maxPooledMessage bounds the scratch space a pooled instance keeps: a
+// longer message (no hot one is) gets a buffer of its own.
+const maxPooledMessage = 1 << 10
+
 func newKeyedMAC(key []byte) *keyedMAC {
 	k := &keyedMAC{}
-	k.pool.New = func() any { return hmac.New(sha256.New, key) }
+	k.pool.New = func() any { return &macState{mac: hmac.New(sha256.New, key), msg: make([]byte, 0, 160)} }
 	return k
 }
 
 // sum appends to dst the MAC of the parts, each but the first preceded by
 // a zero byte: the framing every stored hash has had.
 func (k *keyedMAC) sum(dst []byte, parts ...string) []byte {
-	var buf [160]byte
-	msg := buf[:0]
+	s := k.pool.Get().(*macState)
+	dst = s.sum(dst, parts...)
+	k.pool.Put(s)
+	return dst
+}
+
+// sum is keyedMAC.sum on one instance, which it leaves keyed and clean.
+func (s *macState) sum(dst []byte, parts ...string) []byte {
+	msg := s.msg[:0]
 	for i, p := range parts {
 		if i > 0 {
 			msg = append(msg, 0)
 		}
 		msg = append(msg, p...)
 	}
-	m := k.pool.Get().(hash.Hash)
-	m.Reset() // back to the keyed state: nothing of the last message stays
-	m.Write(msg)
-	dst = m.Sum(dst)
-	k.pool.Put(m)
+	s.mac.Write(msg)
+	dst = s.mac.Sum(dst)
+	// The message holds a typed code or a credential: nothing of it stays
+	// in the pool, neither in the scratch space (nor in the one it outgrew,
+	// which holds its start) nor in the hash's own buffer, which Reset puts
+	// back to the keyed state.
+	clear(msg)
+	if grown := cap(msg) != cap(s.msg); grown {
+		clear(s.msg[:cap(s.msg)])
+		if cap(msg) <= maxPooledMessage {
+			s.msg = msg[:0]
+		}
+	}
+	s.mac.Reset()
 	return dst
 }
 

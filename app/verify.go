@@ -254,65 +254,9 @@ type codeCheckResult struct {
 // last accepted step.
 func (a *App) checkCode(ctx context.Context, serviceID, userID string, policy verity.Settings, c Check, appFirst bool) (codeCheckResult, error) {
 	now := a.Now()
-	var res codeCheckResult
-	// The typed code's hash, computed when first needed: a check sent to
-	// the user's app never compares it.
-	var typed []byte
-	typedHash := func() []byte {
-		if typed == nil {
-			typed = a.keys.PINHash(userID, c.Token)
-		}
-		return typed
-	}
-	judge := func(u *verity.User, pin *verity.PIN) verity.PINVerdict {
-		res = codeCheckResult{route: routeDone, user: u, Checked: Checked{Method: MethodSMS, Result: ResultInvalid}}
-		switch {
-		case appFirst && (c.Method == MethodTOTP || u.LastMethod == MethodTOTP):
-			res.route = routeApp
-			return verity.ToTheApp
-		case pin == nil && c.Method == "":
-			res.route = routeNoPIN
-			return verity.ToTheApp
-		case pin == nil:
-			res.route = routeNoPIN
-			return verity.LeaveAsIs
-		case c.AuthID != "" && c.AuthID != pin.ID:
-			res.Result = ResultExpired // that PIN was replaced by a newer one
-			return verity.LeaveAsIs
-		}
-		if result := classify(pin, u, policy, now); result != "" {
-			res.Result = result
-			return verity.LeaveAsIs
-		}
-		if a.keys.PINMatches(pin, c.Token, typedHash()) {
-			res.Result = ResultVerified
-			return verity.ConsumeIt
-		}
-		return verity.CountIt // res.Result is INVALID
-	}
-	judgeApp := func(u *verity.User, f *verity.Factor) (verity.PINVerdict, int64) {
-		res = codeCheckResult{route: routeDone, user: u, Checked: Checked{Method: MethodTOTP, Result: ResultInvalid}}
-		if userLockedOut(u, policy, now) {
-			res.Result = ResultThrottled
-			return verity.LeaveAsIs, 0
-		}
-		seed, err := a.openSeed(f)
-		if err != nil {
-			res.err = err
-			return verity.LeaveAsIs, 0
-		}
-		step, ok := totp.Match(seed, c.Token, now, factorParams(f, policy.TOTPWindow))
-		switch {
-		case ok && step <= f.LastStep:
-			return verity.LeaveAsIs, 0 // a replay: INVALID, and not a guess, so not counted
-		case ok:
-			res.Result = ResultVerified
-			return verity.UseStepIt, step
-		}
-		return verity.CountIt, 0 // a wrong code: INVALID
-	}
+	cc := &codeCheck{a: a, userID: userID, policy: policy, c: c, appFirst: appFirst, now: now}
 	check := verity.PINCheck{
-		ServiceID: serviceID, UserID: userID, Judge: judge, JudgeApp: judgeApp,
+		ServiceID: serviceID, UserID: userID, Judge: cc.judge, JudgeApp: cc.judgeApp,
 		Now: now, MaxAttempts: policy.MaxAttempts,
 		FailureWindowStart: now.Add(-policy.FailureWindow()), FailureLimit: policy.FailureLimit,
 	}
@@ -320,12 +264,13 @@ func (a *App) checkCode(ctx context.Context, serviceID, userID string, policy ve
 		// For a user whose latest start was an SMS PIN, judge compares
 		// typed with the PIN under the PIN's own conditions, as the store
 		// may do in the statement that reads.
-		check.CodeHash = typedHash()
+		check.CodeHash = cc.typedHash()
 	}
 	out, err := a.store.CheckPIN(ctx, check)
 	if err != nil {
 		return codeCheckResult{}, notFound(err, "no such user")
 	}
+	res := cc.res
 	if res.err != nil {
 		return codeCheckResult{}, res.err
 	}
@@ -342,6 +287,82 @@ func (a *App) checkCode(ctx context.Context, serviceID, userID string, policy ve
 	}
 	res.Verified = res.Result == ResultVerified
 	return res, nil
+}
+
+// codeCheck is one checkCode: what its judges need, and what they decided.
+// One value whose methods are the judges, where closures over checkCode's
+// variables moved each of those to the heap on its own.
+type codeCheck struct {
+	a        *App
+	userID   string
+	policy   verity.Settings
+	c        Check
+	appFirst bool
+	now      time.Time
+
+	res   codeCheckResult
+	typed []byte // the typed code's hash, once computed
+}
+
+// typedHash is the typed code's hash, computed when first needed: a check
+// sent to the user's app never compares it.
+func (cc *codeCheck) typedHash() []byte {
+	if cc.typed == nil {
+		cc.typed = cc.a.keys.PINHash(cc.userID, cc.c.Token)
+	}
+	return cc.typed
+}
+
+// judge is the check's verity.PINCheck.Judge.
+func (cc *codeCheck) judge(u *verity.User, pin *verity.PIN) verity.PINVerdict {
+	c := &cc.c
+	cc.res = codeCheckResult{route: routeDone, user: u, Checked: Checked{Method: MethodSMS, Result: ResultInvalid}}
+	switch {
+	case cc.appFirst && (c.Method == MethodTOTP || u.LastMethod == MethodTOTP):
+		cc.res.route = routeApp
+		return verity.ToTheApp
+	case pin == nil && c.Method == "":
+		cc.res.route = routeNoPIN
+		return verity.ToTheApp
+	case pin == nil:
+		cc.res.route = routeNoPIN
+		return verity.LeaveAsIs
+	case c.AuthID != "" && c.AuthID != pin.ID:
+		cc.res.Result = ResultExpired // that PIN was replaced by a newer one
+		return verity.LeaveAsIs
+	}
+	if result := classify(pin, u, cc.policy, cc.now); result != "" {
+		cc.res.Result = result
+		return verity.LeaveAsIs
+	}
+	if cc.a.keys.PINMatches(pin, c.Token, cc.typedHash()) {
+		cc.res.Result = ResultVerified
+		return verity.ConsumeIt
+	}
+	return verity.CountIt // res.Result is INVALID
+}
+
+// judgeApp is the check's verity.PINCheck.JudgeApp.
+func (cc *codeCheck) judgeApp(u *verity.User, f *verity.Factor) (verity.PINVerdict, int64) {
+	cc.res = codeCheckResult{route: routeDone, user: u, Checked: Checked{Method: MethodTOTP, Result: ResultInvalid}}
+	if userLockedOut(u, cc.policy, cc.now) {
+		cc.res.Result = ResultThrottled
+		return verity.LeaveAsIs, 0
+	}
+	seed, err := cc.a.openSeed(f)
+	if err != nil {
+		cc.res.err = err
+		return verity.LeaveAsIs, 0
+	}
+	step, ok := totp.Match(seed, cc.c.Token, cc.now, factorParams(f, cc.policy.TOTPWindow))
+	switch {
+	case ok && step <= f.LastStep:
+		return verity.LeaveAsIs, 0 // a replay: INVALID, and not a guess, so not counted
+	case ok:
+		cc.res.Result = ResultVerified
+		return verity.UseStepIt, step
+	}
+	return verity.CountIt, 0 // a wrong code: INVALID
 }
 
 // classify returns the result a check of pin must get whatever the code, or

@@ -43,13 +43,13 @@ func Error(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil && errors.Is(err, r.Context().Err()) {
 		// The client gave up (or the server is shutting down): nobody reads
 		// this answer, and it is not a server fault worth an error log.
-		loggerFrom(r.Context()).Info("request abandoned by the client", "err", err)
+		loggerFor(w).Info("request abandoned by the client", "err", err)
 		writeJSON(w, statusClientClosed, errorBody{Message: "request abandoned", Code: verity.EUNAVAILABLE})
 		return
 	}
 	body := errorBody{Message: verity.ErrorMessage(err), Code: code}
 	if status >= 500 {
-		loggerFrom(r.Context()).Error("request failed", "status", status, "err", err)
+		loggerFor(w).Error("request failed", "status", status, "err", err)
 	}
 	if status == http.StatusInternalServerError {
 		body.Message, body.Code = "internal error", verity.EINTERNAL

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -59,5 +60,48 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		if strings.Contains(logs, secret) {
 			t.Errorf("the %s %q appears in the logs:\n%s", what, secret, logs)
 		}
+	}
+}
+
+// TestLogLinesCarryTheRequest: a request's access line names its id, route
+// pattern and status, and a failure logged while it ran carries the same
+// id, so the two can be joined. The middleware keeps these in the
+// ResponseWriter the handlers get, not in the request's context.
+func TestLogLinesCarryTheRequest(t *testing.T) {
+	e := newEnv(t)
+	auth, sid, uid := e.serviceUser()
+	e.clock.Advance(31 * time.Second)
+	e.gw.setStatus(http.StatusInternalServerError) // the SMS gateway fails: 502, logged as an error
+
+	req := httptest.NewRequest("POST", authPath(sid, uid), strings.NewReader(`{"method": "sms"}`))
+	req.Header.Set("X-Service-Auth", auth)
+	req.Header.Set("X-Request-Id", "trace-me-42")
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	if rec.Code != http.StatusBadGateway {
+		t.Fatalf("start with a failing gateway = %d %s, want 502", rec.Code, rec.Body)
+	}
+
+	var failure, access map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(e.logs.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		switch m["msg"] {
+		case "request failed":
+			failure = m
+		case "request":
+			if m["request_id"] == "trace-me-42" {
+				access = m
+			}
+		}
+	}
+	if failure == nil || failure["request_id"] != "trace-me-42" || failure["status"] != float64(http.StatusBadGateway) {
+		t.Errorf("the failure's log line = %v, want request_id trace-me-42 and status 502", failure)
+	}
+	wantRoute := "POST /v1/service/service/{sid}/users/{uid}/auth"
+	if access == nil || access["route"] != wantRoute || access["status"] != float64(http.StatusBadGateway) || access["method"] != "POST" {
+		t.Errorf("the access line = %v, want route %q, method POST and status 502", access, wantRoute)
 	}
 }

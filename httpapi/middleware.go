@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -13,48 +12,59 @@ import (
 	"github.com/verityhq/verity"
 )
 
-type ctxKey int
-
-const requestKey ctxKey = iota
-
-// requestInfo is what the middleware keeps for one request: its id, the
-// base logger, and the route pattern the mux matched (filled in by the
-// route: the mux works on a copy of the request).
-type requestInfo struct {
-	log   *slog.Logger
-	id    string
-	route string
+// requestLog is what the middleware keeps for one request, in the
+// ResponseWriter every handler is given: its id, the base logger, the route
+// pattern the mux matched (filled in by the route), and the status written,
+// for the access line. One allocation per request, where a context value
+// took a new context and a copy of the request as well.
+type requestLog struct {
+	http.ResponseWriter
+	log    *slog.Logger
+	id     string
+	route  string
+	status int
 }
 
-// loggerFrom returns the request's logger, which carries its request id.
+// requestLogOf returns the request's requestLog, if w is (or wraps) one.
+func requestLogOf(w http.ResponseWriter) *requestLog {
+	for {
+		switch rw := w.(type) {
+		case *requestLog:
+			return rw
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = rw.Unwrap()
+		default:
+			return nil
+		}
+	}
+}
+
+// loggerFor returns the request's logger, which carries its request id.
 // It is built only when something is logged: most requests log nothing
 // below the access line, and slog's With pre-formats its attributes.
-func loggerFrom(ctx context.Context) *slog.Logger {
-	if info, ok := ctx.Value(requestKey).(*requestInfo); ok {
-		return info.log.With("request_id", info.id)
+func loggerFor(w http.ResponseWriter) *slog.Logger {
+	if rl := requestLogOf(w); rl != nil {
+		return rl.log.With("request_id", rl.id)
 	}
 	return slog.Default()
 }
 
-// statusRecorder remembers the status a handler wrote, for the access log.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
+func (rl *requestLog) WriteHeader(code int) {
+	if rl.status == 0 {
+		rl.status = code
+	}
+	rl.ResponseWriter.WriteHeader(code)
 }
 
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
+func (rl *requestLog) Write(b []byte) (int, error) {
+	if rl.status == 0 {
+		rl.status = http.StatusOK
 	}
-	s.ResponseWriter.WriteHeader(code)
+	return rl.ResponseWriter.Write(b)
 }
 
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (rl *requestLog) Unwrap() http.ResponseWriter { return rl.ResponseWriter }
 
 // withRequestLog gives each request an id (the caller's X-Request-Id when it
 // is sane), a logger carrying it, and one access log line. The line holds
@@ -67,13 +77,12 @@ func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
 		if !saneRequestID(id) {
 			id = newRequestID()
 		}
-		w.Header().Set("X-Request-Id", id)
-		rec := &statusRecorder{ResponseWriter: w}
-		info := &requestInfo{log: log, id: id}
-		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), requestKey, info)))
+		w.Header()["X-Request-Id"] = []string{id} // canonical already: Set would check it again
+		rl := &requestLog{ResponseWriter: w, log: log, id: id}
+		next.ServeHTTP(rl, r)
 		if log.Enabled(r.Context(), slog.LevelInfo) {
 			log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("request_id", id),
-				slog.String("method", r.Method), slog.String("route", info.route), slog.Int("status", rec.status),
+				slog.String("method", r.Method), slog.String("route", rl.route), slog.Int("status", rl.status),
 				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000))
 		}
 	})
@@ -92,9 +101,11 @@ func saneRequestID(id string) bool {
 }
 
 func newRequestID() string {
-	b := make([]byte, 12)
-	rand.Read(b)
-	return hex.EncodeToString(b)
+	var b [12]byte
+	var text [24]byte
+	rand.Read(b[:])
+	hex.Encode(text[:], b[:])
+	return string(text[:])
 }
 
 // withRecover answers a panic with a JSON 500 instead of a dropped connection.
@@ -105,7 +116,7 @@ func withRecover(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				loggerFrom(r.Context()).Error("panic", "value", v)
+				loggerFor(w).Error("panic", "value", v)
 				Error(w, r, &verity.Error{Code: verity.EINTERNAL, Op: "panic"})
 			}
 		}()

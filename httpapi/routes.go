@@ -31,8 +31,8 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	routeLimit := func(pattern string, maxBody int64, h http.HandlerFunc) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-			if info, ok := r.Context().Value(requestKey).(*requestInfo); ok {
-				info.route = r.Pattern
+			if rl := requestLogOf(w); rl != nil {
+				rl.route = r.Pattern
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 			h(w, r)

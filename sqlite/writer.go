@@ -130,50 +130,75 @@ func newWriteQueue(conn *rawConn) *writeQueue {
 // write runs fn in a transaction shared with other writes and returns once
 // its effects are committed (or undone).
 func (q *writeQueue) write(ctx context.Context, fn func(tx *wtx) error) error {
-	return q.submit(&writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)})
+	return q.submit(writeOp{ctx: ctx, fn: fn})
 }
 
 // writeStatement is write for a fn that makes at most one change
 // statement, or wraps several in wtx.atomically: it costs no savepoint
 // statements when it changes nothing or only one row.
 func (q *writeQueue) writeStatement(ctx context.Context, fn func(tx *wtx) error) error {
-	return q.submit(&writeOp{ctx: ctx, fn: fn, done: make(chan error, 1), single: true})
+	return q.submit(writeOp{ctx: ctx, fn: fn, single: true})
 }
 
 // writeKeeping is write for a fn that changes only the rows of user
 // userID and keeps the PIN cache right for that user (see pinCache).
 func (q *writeQueue) writeKeeping(ctx context.Context, userID string, fn func(tx *wtx) error) error {
-	return q.submit(&writeOp{ctx: ctx, fn: fn, done: make(chan error, 1), keeps: userID})
+	return q.submit(writeOp{ctx: ctx, fn: fn, keeps: userID})
 }
 
 // writeStatementKeeping is writeStatement and writeKeeping in one.
 func (q *writeQueue) writeStatementKeeping(ctx context.Context, userID string, fn func(tx *wtx) error) error {
-	return q.submit(&writeOp{ctx: ctx, fn: fn, done: make(chan error, 1), single: true, keeps: userID})
+	return q.submit(writeOp{ctx: ctx, fn: fn, single: true, keeps: userID})
 }
 
 // runBetween runs fn on the writer connection between two batches, with no
 // transaction open and no write running, and returns its error.
 func (q *writeQueue) runBetween(ctx context.Context, fn func(conn *rawConn) error) error {
-	return q.submit(&writeOp{ctx: ctx, between: fn, done: make(chan error, 1)})
+	return q.submit(writeOp{ctx: ctx, between: fn})
 }
 
-func (q *writeQueue) submit(op *writeOp) error {
-	ctx := op.ctx
+// writeOps recycles writes and their done channels: a check is one write,
+// and the two were about a twentieth of the bytes it allocated. An op
+// returns here once its submitter has its one answer, after which the
+// writer no longer reads it.
+var writeOps = sync.Pool{New: func() any { return &writeOp{done: make(chan error, 1)} }}
+
+// submit queues a write made as spec says and waits for its outcome.
+func (q *writeQueue) submit(spec writeOp) error {
+	op := writeOps.Get().(*writeOp)
+	done := op.done
+	*op = spec
+	op.done = done
+	recycle := func() {
+		*op = writeOp{done: done} // nothing of this write stays reachable
+		writeOps.Put(op)
+	}
 	q.mu.RLock()
 	if q.closed {
 		q.mu.RUnlock()
+		recycle()
 		return errClosed
 	}
 	select {
 	case q.ops <- op:
-	case <-ctx.Done():
-		q.mu.RUnlock()
-		return ctx.Err()
+	default:
+		// The queue is full. Only now wait on ctx too: a context's Done
+		// channel is made when first asked for, one more allocation per
+		// write that the common case does without.
+		select {
+		case q.ops <- op:
+		case <-op.ctx.Done():
+			q.mu.RUnlock()
+			recycle()
+			return op.ctx.Err()
+		}
 	}
 	q.mu.RUnlock()
 	// Once queued, wait for the outcome even if ctx ends: the write may
 	// already be committed, and the caller must not think otherwise.
-	return <-op.done
+	err := <-done
+	recycle()
+	return err
 }
 
 // close stops the queue once the writes queued have run, and closes its
