@@ -3,12 +3,14 @@ package sqlite_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/sqlite"
 )
 
 // BenchmarkCheckPIN measures the check path's one store call with many
@@ -69,4 +71,70 @@ func BenchmarkCheckPIN(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkStartPIN measures the start path's one store call with many
+// concurrent callers, as under HTTP load, with --sqlite-sync normal: each
+// call reads the user, its sends inside the window and its newest PIN, and
+// inserts a PIN. Every user already has a few sends in the window, as a
+// user who asked again for a code has.
+//
+//	go test -run xxx -bench StartPIN -cpuprofile cpu.prof ./sqlite
+func BenchmarkStartPIN(b *testing.B) {
+	ctx := context.Background()
+	db, err := sqlite.OpenWith(filepath.Join(b.TempDir(), "verity.db"), sqlite.Options{Sync: sqlite.SyncNormal})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	const users, history = 20000, 3
+	now := time.Now().UTC()
+	acct := &verity.Account{ID: uuid.NewString(), Username: "bench", SecretHash: []byte("x"), CreatedAt: now}
+	svc := &verity.Service{ID: uuid.NewString(), AccountID: acct.ID, Name: "Bench", FQDN: "bench.example.com",
+		Settings: verity.DefaultSettings(), CreatedAt: now}
+	if err := db.CreateAccount(ctx, acct); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.CreateService(ctx, svc); err != nil {
+		b.Fatal(err)
+	}
+	start := func(userID string, at time.Time) error {
+		p := verity.PIN{ID: uuid.Must(uuid.NewV7()).String(), UserID: userID, Hash: []byte("h"), CreatedAt: at, ExpiresAt: at.Add(time.Hour)}
+		st, err := db.StartPIN(ctx, verity.PINStart{ServiceID: svc.ID, PIN: p, SendWindowStart: now.Add(-time.Hour),
+			MaxSends: 1 << 30, ResendNotBefore: at, FailureWindowStart: now, FailureLimit: 1 << 30})
+		if err == nil && !st.Started {
+			err = fmt.Errorf("StartPIN refused: %+v", st.Seen)
+		}
+		return err
+	}
+	us := make([]*verity.User, users)
+	for i := range us {
+		us[i] = &verity.User{ID: uuid.Must(uuid.NewV7()).String(), ServiceID: svc.ID, IDInService: fmt.Sprint("u", i),
+			Phone: fmt.Sprintf("+3725%07d", i), PhoneType: "MOBILE", CreatedAt: now}
+	}
+	if err := db.CreateUsers(ctx, us); err != nil {
+		b.Fatal(err)
+	}
+	for h := range history {
+		for _, u := range us {
+			if err := start(u.ID, now.Add(time.Duration(h-history)*time.Minute)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var next atomic.Int64
+	b.SetParallelism(32)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := start(us[next.Add(1)%users].ID, now); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
