@@ -62,7 +62,16 @@ const maxPooledMessage = 1 << 10
 
 func newKeyedMAC(key []byte) *keyedMAC {
 	k := &keyedMAC{}
-	k.pool.New = func() any { return &macState{mac: hmac.New(sha256.New, key), msg: make([]byte, 0, 160)} }
+	k.pool.New = func() any {
+		mac := hmac.New(sha256.New, key)
+		// A new HMAC's first Reset rekeys its inner hash by hashing the
+		// key's pad again, which leaves the hash's block buffer as the last
+		// message left it; every later Reset restores a saved keyed state
+		// over the whole of it. Reset now, so that sum's Reset after each
+		// message is already a later one.
+		mac.Reset()
+		return &macState{mac: mac, msg: make([]byte, 0, 160)}
+	}
 	return k
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -75,11 +76,13 @@ func BenchmarkCheckPIN(b *testing.B) {
 
 // BenchmarkStartPIN measures the start path's one store call with many
 // concurrent callers, as under HTTP load, with --sqlite-sync normal: each
-// call reads the user, its sends inside the window and its newest PIN, and
-// inserts a PIN. Every user already has a few sends in the window, as a
-// user who asked again for a code has.
+// call reads the user, its sends inside the window and its newest PIN,
+// inserts a PIN and prunes the send that left the window. Users start a
+// minute apart in a three-minute window, so each has two sends in it and
+// one to prune at every start, whatever b.N. Ids are UUIDv7s, as the app
+// makes them.
 //
-//	go test -run xxx -bench StartPIN -cpuprofile cpu.prof ./sqlite
+//	go test -run xxx -bench StartPIN -benchtime 100000x -cpuprofile cpu.prof ./sqlite
 func BenchmarkStartPIN(b *testing.B) {
 	ctx := context.Background()
 	db, err := sqlite.OpenWith(filepath.Join(b.TempDir(), "verity.db"), sqlite.Options{Sync: sqlite.SyncNormal})
@@ -90,7 +93,7 @@ func BenchmarkStartPIN(b *testing.B) {
 	if err := db.Migrate(ctx); err != nil {
 		b.Fatal(err)
 	}
-	const users, history = 20000, 3
+	const users, history, callers = 20000, 3, 64
 	now := time.Now().UTC()
 	acct := &verity.Account{ID: uuid.NewString(), Username: "bench", SecretHash: []byte("x"), CreatedAt: now}
 	svc := &verity.Service{ID: uuid.NewString(), AccountID: acct.ID, Name: "Bench", FQDN: "bench.example.com",
@@ -101,15 +104,6 @@ func BenchmarkStartPIN(b *testing.B) {
 	if err := db.CreateService(ctx, svc); err != nil {
 		b.Fatal(err)
 	}
-	start := func(userID string, at time.Time) error {
-		p := verity.PIN{ID: uuid.Must(uuid.NewV7()).String(), UserID: userID, Hash: []byte("h"), CreatedAt: at, ExpiresAt: at.Add(time.Hour)}
-		st, err := db.StartPIN(ctx, verity.PINStart{ServiceID: svc.ID, PIN: p, SendWindowStart: now.Add(-time.Hour),
-			MaxSends: 1 << 30, ResendNotBefore: at, FailureWindowStart: now, FailureLimit: 1 << 30})
-		if err == nil && !st.Started {
-			err = fmt.Errorf("StartPIN refused: %+v", st.Seen)
-		}
-		return err
-	}
 	us := make([]*verity.User, users)
 	for i := range us {
 		us[i] = &verity.User{ID: uuid.Must(uuid.NewV7()).String(), ServiceID: svc.ID, IDInService: fmt.Sprint("u", i),
@@ -118,20 +112,46 @@ func BenchmarkStartPIN(b *testing.B) {
 	if err := db.CreateUsers(ctx, us); err != nil {
 		b.Fatal(err)
 	}
-	for h := range history {
-		for _, u := range us {
-			if err := start(u.ID, now.Add(time.Duration(h-history)*time.Minute)); err != nil {
-				b.Fatal(err)
-			}
+	// start starts the n-th send overall: user n % users, in round n / users.
+	start := func(n int64) error {
+		u, at := us[n%users], now.Add(time.Duration(n/users)*time.Minute)
+		p := verity.PIN{ID: uuid.Must(uuid.NewV7()).String(), UserID: u.ID, Hash: []byte("h"), CreatedAt: at, ExpiresAt: at.Add(time.Hour)}
+		st, err := db.StartPIN(ctx, verity.PINStart{ServiceID: svc.ID, PIN: p, SendWindowStart: at.Add(-history * time.Minute),
+			MaxSends: 1 << 30, ResendNotBefore: at, FailureWindowStart: at, FailureLimit: 1 << 30})
+		if err == nil && !st.Started {
+			err = fmt.Errorf("StartPIN refused: %+v", st.Seen)
 		}
+		return err
 	}
 	var next atomic.Int64
-	b.SetParallelism(32)
+	// The history, round by round (a user's sends must come in order), by
+	// many callers at once so that they share commits.
+	for round := range int64(history) {
+		var wg sync.WaitGroup
+		errs := make(chan error, callers)
+		for range callers {
+			wg.Go(func() {
+				for n := next.Add(1) - 1; n < (round+1)*users; n = next.Add(1) - 1 {
+					if err := start(n); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+		next.Store((round + 1) * users)
+	}
+	b.SetParallelism(callers / 2) // GOMAXPROCS is 2 here: 64 callers
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := start(us[next.Add(1)%users].ID, now); err != nil {
+			if err := start(next.Add(1) - 1); err != nil {
 				b.Error(err)
 				return
 			}

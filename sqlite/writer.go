@@ -173,6 +173,10 @@ func (q *writeQueue) submit(spec writeOp) error {
 		*op = writeOp{done: done} // nothing of this write stays reachable
 		writeOps.Put(op)
 	}
+	if err := op.ctx.Err(); err != nil {
+		recycle() // over already: not worth a batch (Err makes no Done channel)
+		return err
+	}
 	q.mu.RLock()
 	if q.closed {
 		q.mu.RUnlock()
