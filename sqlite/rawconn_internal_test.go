@@ -319,6 +319,7 @@ func TestWriterConnectionSettings(t *testing.T) {
 			"cache_size":         int64(-16384),
 			"busy_timeout":       int64(10000),
 			"journal_size_limit": int64(67108864),
+			"temp_store":         int64(2), // MEMORY: the statement journal never spills to a file
 		}
 		err = db.q.runBetween(context.Background(), func(c *rawConn) error {
 			for name, w := range want {
