@@ -30,15 +30,7 @@ func BenchmarkCheckPIN(b *testing.B) {
 			defer db.Close()
 			const users = 2000
 			now := time.Now().UTC()
-			acct := &verity.Account{ID: uuid.NewString(), Username: "bench", SecretHash: []byte("x"), CreatedAt: now}
-			svc := &verity.Service{ID: uuid.NewString(), AccountID: acct.ID, Name: "Bench", FQDN: "bench.example.com",
-				Settings: verity.DefaultSettings(), CreatedAt: now}
-			if err := db.CreateAccount(ctx, acct); err != nil {
-				b.Fatal(err)
-			}
-			if err := db.CreateService(ctx, svc); err != nil {
-				b.Fatal(err)
-			}
+			svc := benchService(b, db, now)
 			ids := make([]string, users)
 			for i := range ids {
 				u := &verity.User{ID: uuid.NewString(), ServiceID: svc.ID, IDInService: fmt.Sprint("u", i),
@@ -95,15 +87,7 @@ func BenchmarkStartPIN(b *testing.B) {
 	}
 	const users, history, callers = 20000, 3, 64
 	now := time.Now().UTC()
-	acct := &verity.Account{ID: uuid.NewString(), Username: "bench", SecretHash: []byte("x"), CreatedAt: now}
-	svc := &verity.Service{ID: uuid.NewString(), AccountID: acct.ID, Name: "Bench", FQDN: "bench.example.com",
-		Settings: verity.DefaultSettings(), CreatedAt: now}
-	if err := db.CreateAccount(ctx, acct); err != nil {
-		b.Fatal(err)
-	}
-	if err := db.CreateService(ctx, svc); err != nil {
-		b.Fatal(err)
-	}
+	svc := benchService(b, db, now)
 	us := make([]*verity.User, users)
 	for i := range us {
 		us[i] = &verity.User{ID: uuid.Must(uuid.NewV7()).String(), ServiceID: svc.ID, IDInService: fmt.Sprint("u", i),
@@ -157,4 +141,20 @@ func BenchmarkStartPIN(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchService creates an account and a service with the default settings.
+func benchService(b *testing.B, db *sqlite.DB, now time.Time) *verity.Service {
+	b.Helper()
+	ctx := context.Background()
+	acct := &verity.Account{ID: uuid.NewString(), Username: "bench", SecretHash: []byte("x"), CreatedAt: now}
+	svc := &verity.Service{ID: uuid.NewString(), AccountID: acct.ID, Name: "Bench", FQDN: "bench.example.com",
+		Settings: verity.DefaultSettings(), CreatedAt: now}
+	if err := db.CreateAccount(ctx, acct); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.CreateService(ctx, svc); err != nil {
+		b.Fatal(err)
+	}
+	return svc
 }
