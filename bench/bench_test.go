@@ -272,7 +272,14 @@ func TestParseFlags(t *testing.T) {
 	if got := strings.Join(cfg.scenarios, ","); got != "check,mix" {
 		t.Fatalf("scenarios = %s, want check,mix", got)
 	}
-	for _, args := range [][]string{{"-scenarios", "nope"}, {"-users", "0"}, {"-db", "mysql"}, {"-wrong", "10"}, {"-pg-pool", "-1"}, {"-sqlite-sync", "off"}, {"stray"}} {
+	if cfg.compareUsers != 0 {
+		t.Fatalf("-compare-users is %d by default, want 0 (no comparison)", cfg.compareUsers)
+	}
+	if cfg, err := parseFlags([]string{"-users", "1000000", "-compare-users", "1000"}); err != nil || cfg.compareUsers != 1000 {
+		t.Fatalf("-users 1000000 -compare-users 1000: %v, %+v", err, cfg)
+	}
+	for _, args := range [][]string{{"-scenarios", "nope"}, {"-users", "0"}, {"-db", "mysql"}, {"-wrong", "10"}, {"-pg-pool", "-1"}, {"-sqlite-sync", "off"}, {"stray"},
+		{"-compare-users", "1000"}, {"-users", "5000", "-compare-users", "5000"}, {"-compare-users", "-1"}, {"-compare-users", "10000001"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("parseFlags(%v) succeeded", args)
 		}

@@ -36,6 +36,7 @@ type config struct {
 	db           string
 	postgresURL  string
 	users        int
+	compareUsers int // -compare-users: a second data set every row also runs on; 0: none
 	scenarios    []string
 	conns        int
 	closedDur    time.Duration
@@ -69,6 +70,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&cfg.postgresURL, "postgres-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 		"maintenance database in which -db postgres creates (and afterwards drops) throwaway verity_bench_* databases")
 	fs.IntVar(&cfg.users, "users", 1000, "users seeded into the service before any scenario (1000 to 10,000,000)")
+	fs.IntVar(&cfg.compareUsers, "compare-users", 0, "also seed this many users in a second data set, and run every row on both, alternately (-users, this, this, -users), to compare them: e.g. -users 1000000 -compare-users 1000. The table's rows are the first -users runs")
 	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios: "+strings.Join(allScenarios, ", "))
 	fs.IntVar(&cfg.conns, "c", 64, "concurrent keep-alive connections of the closed loop (and of the storage ceiling)")
 	fs.DurationVar(&cfg.closedDur, "closed", 5*time.Second, "measured time of each closed-loop (peak) phase")
@@ -129,6 +131,8 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("-db must be sqlite or postgres")
 	case cfg.users < 1 || cfg.users > 10_000_000:
 		return nil, fmt.Errorf("-users must be between 1 and 10,000,000")
+	case cfg.compareUsers < 0 || cfg.compareUsers > 10_000_000 || cfg.compareUsers == cfg.users:
+		return nil, fmt.Errorf("-compare-users must be 0 (no comparison) or between 1 and 10,000,000, and not -users")
 	case cfg.conns < 1 || cfg.conns > 4096:
 		return nil, fmt.Errorf("-c must be between 1 and 4096")
 	case cfg.closedDur < 100*time.Millisecond || cfg.openDur < 100*time.Millisecond || cfg.storageDur < 100*time.Millisecond:

@@ -224,35 +224,37 @@ func (r *runner) measureStorageCeiling(ctx context.Context) error {
 	return os.RemoveAll(dir)
 }
 
-// rowSpec is how to measure one row: its server's sender and its scenario.
+// rowSpec is how to measure one row: its server's sender and its scenario,
+// built against the data set the row runs on.
 type rowSpec struct {
 	name    string
 	webhook bool // the server needs the webhook sender (to learn PINs)
-	build   func(a *api) scenario
+	build   func(a *api, ds *dataset) scenario
 }
 
 // rows returns the rows of one -scenarios entry; "create" has two.
 func (r *runner) rows(name string) []rowSpec {
-	pool := r.uids[:min(len(r.uids), r.cfg.pool)]
+	pool := func(ds *dataset) []string { return ds.uids[:min(len(ds.uids), r.cfg.pool)] }
 	switch name {
 	case "check":
-		return []rowSpec{{"check", true, func(a *api) scenario {
-			return &checkScenario{pool: newPINPool(a, r.capture, pool, r.cfg.wrong, &r.bulk), conns: 16}
+		return []rowSpec{{"check", true, func(a *api, ds *dataset) scenario {
+			return &checkScenario{pool: newPINPool(a, r.capture, pool(ds), r.cfg.wrong, &r.bulk), conns: 16}
 		}}}
 	case "mix":
-		return []rowSpec{{"mix", true, func(a *api) scenario {
-			return &mixScenario{pool: newPINPool(a, r.capture, pool, 3, &r.bulk), conns: 16, prime: min(max(len(pool)/4, 16), 500)}
+		return []rowSpec{{"mix", true, func(a *api, ds *dataset) scenario {
+			p := pool(ds)
+			return &mixScenario{pool: newPINPool(a, r.capture, p, 3, &r.bulk), conns: 16, prime: min(max(len(p)/4, 16), 500)}
 		}}}
 	case "start":
-		return []rowSpec{{"start", false, func(a *api) scenario { return newStartScenario(a, r.uids, 16, &r.bulk) }}}
+		return []rowSpec{{"start", false, func(a *api, ds *dataset) scenario { return newStartScenario(a, ds.uids, 16, &r.bulk) }}}
 	case "totp":
-		return []rowSpec{{"totp", false, func(a *api) scenario {
-			return &totpScenario{api: a, uids: r.uids, initial: r.cfg.totpUsers, conns: 16, bulk: &r.bulk, params: totp.DefaultParams()}
+		return []rowSpec{{"totp", false, func(a *api, ds *dataset) scenario {
+			return &totpScenario{api: a, uids: ds.uids, initial: r.cfg.totpUsers, conns: 16, bulk: &r.bulk, params: totp.DefaultParams()}
 		}}}
 	case "create":
 		return []rowSpec{
-			{"create", false, func(a *api) scenario { return &createScenario{api: a, perRequest: 1, prefix: "create-"} }},
-			{"create-bulk", false, func(a *api) scenario { return &createScenario{api: a, perRequest: 100, prefix: "bulk-"} }},
+			{"create", false, func(a *api, _ *dataset) scenario { return &createScenario{api: a, perRequest: 1, prefix: "create-"} }},
+			{"create-bulk", false, func(a *api, _ *dataset) scenario { return &createScenario{api: a, perRequest: 100, prefix: "bulk-"} }},
 		}
 	}
 	return nil
@@ -268,12 +270,17 @@ func (r *runner) runScenarios(ctx context.Context) error {
 				r.results.add(scenarioResult{Name: spec.name, Skipped: "the server has no POST …/users/bulk (it answered 404)"})
 				continue
 			}
-			res, err := r.runRow(ctx, spec)
+			res, err := r.runRow(ctx, spec, r.data)
 			if err != nil {
 				return err
 			}
 			r.results.add(res)
 			specs = append(specs, spec)
+			if r.compare != nil {
+				if err := r.compareRow(ctx, spec, res); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	if !r.cfg.retryNoisy {
@@ -286,7 +293,7 @@ func (r *runner) runScenarios(ctx context.Context) error {
 			continue
 		}
 		logf("scenario %s again: other processes kept %.2f cores busy during it", spec.name, first.noise())
-		second, err := r.runRow(ctx, spec)
+		second, err := r.runRow(ctx, spec, r.data)
 		if err != nil {
 			return err
 		}
@@ -301,15 +308,15 @@ func (r *runner) runScenarios(ctx context.Context) error {
 	return nil
 }
 
-// runRow starts a server on a fresh copy of the seeded data and measures
-// one row. A failure inside the scenario is recorded in the row, not
-// returned, so the other scenarios still run; only cancellation and setup
-// failures stop the run.
-func (r *runner) runRow(ctx context.Context, spec rowSpec) (scenarioResult, error) {
-	name, webhook, build := spec.name, spec.webhook, spec.build
-	logf("scenario %s", name)
+// runRow starts a server on a fresh copy of data set ds and measures one
+// row. A failure inside the scenario is recorded in the row, not returned,
+// so the other scenarios still run; only cancellation and setup failures
+// stop the run.
+func (r *runner) runRow(ctx context.Context, spec rowSpec, ds *dataset) (scenarioResult, error) {
+	name, webhook := spec.name, spec.webhook
+	logf("scenario %s (%s users)", name, num(float64(ds.users)))
 	res := scenarioResult{Name: name}
-	dir, dbURL, err := r.clone(ctx, name)
+	dir, dbURL, err := r.clone(ctx, name, ds)
 	if err != nil {
 		return res, err
 	}
@@ -332,7 +339,7 @@ func (r *runner) runRow(ctx context.Context, spec rowSpec) (scenarioResult, erro
 		r.release(p)
 		return res, err
 	}
-	sc := build(&api{tg: setup, sid: r.sid})
+	sc := spec.build(&api{tg: setup, sid: ds.sid}, ds)
 	m, err := measure(ctx, sc, tg, r.cfg, p.pid)
 	setup.close()
 	tg.close()
@@ -353,20 +360,20 @@ func (r *runner) runRow(ctx context.Context, spec rowSpec) (scenarioResult, erro
 	switch sc := sc.(type) {
 	case *startScenario:
 		if sc.created > 0 {
-			res.Notes = append(res.Notes, fmt.Sprintf("%d users registered (unmeasured) beyond the %d seeded, to keep every user to one start per 10.5 s", sc.created, len(r.uids)))
+			res.Notes = append(res.Notes, fmt.Sprintf("%d users registered (unmeasured) beyond the %d seeded, to keep every user to one start per 10.5 s", sc.created, len(ds.uids)))
 		}
 	case *totpScenario:
 		res.Notes = append(res.Notes, fmt.Sprintf("enrolling %d apps (POST …/totp with its QR PNG, then PUT …/totp) took %.1f s with %d in parallel, %.0f/s",
 			sc.enrolled, sc.enrolFor.Seconds(), sc.conns, ratio(float64(sc.enrolled), sc.enrolFor.Seconds())))
 		if sc.created > 0 {
-			res.Notes = append(res.Notes, fmt.Sprintf("%d of them registered (unmeasured) beyond the %d seeded, to keep every user inside its failure budget", sc.created, len(r.uids)))
+			res.Notes = append(res.Notes, fmt.Sprintf("%d of them registered (unmeasured) beyond the %d seeded, to keep every user inside its failure budget", sc.created, len(ds.uids)))
 		}
 	case *createScenario:
 		res.UsersPerSec = res.Peak * sc.usersPerOp()
 	case *checkScenario:
-		res.Notes = append(res.Notes, sc.pool.notes(min(len(r.uids), r.cfg.pool))...)
+		res.Notes = append(res.Notes, sc.pool.notes(min(len(ds.uids), r.cfg.pool))...)
 	case *mixScenario:
-		res.Notes = append(res.Notes, sc.pool.notes(min(len(r.uids), r.cfg.pool))...)
+		res.Notes = append(res.Notes, sc.pool.notes(min(len(ds.uids), r.cfg.pool))...)
 	}
 	if res.Peak > 0 {
 		logf("  the HTTP ceiling next to it")

@@ -123,6 +123,7 @@ type results struct {
 	Pgbench      *pgbenchResult   `json:"pgbench,omitempty"`       // PostgreSQL only: the single-row update
 	PgbenchCheck *pgbenchResult   `json:"pgbench_check,omitempty"` // PostgreSQL only: Verity's check statement
 	Scenarios    []scenarioResult `json:"scenarios"`
+	Comparison   *usersComparison `json:"users_comparison,omitempty"` // -compare-users
 }
 
 func newResults(cfg *config) results {
@@ -131,7 +132,7 @@ func newResults(cfg *config) results {
 		Command: "go run ./bench " + strings.Join(os.Args[1:], " "),
 		Backend: cfg.db,
 		Config: map[string]any{
-			"users": cfg.users, "scenarios": cfg.scenarios, "connections": cfg.conns,
+			"users": cfg.users, "compare_users": cfg.compareUsers, "scenarios": cfg.scenarios, "connections": cfg.conns,
 			"closed_seconds": cfg.closedDur.Seconds(), "open_seconds": cfg.openDur.Seconds(),
 			"open_fraction": cfg.openFraction, "storage_seconds": cfg.storageDur.Seconds(),
 			"pool": cfg.pool, "wrong": cfg.wrong, "totp_users": cfg.totpUsers, "open_conns": cfg.openConns,
@@ -319,6 +320,9 @@ func (r *results) markdown() string {
 			fmt.Fprintf(&b, " Error: %s.", firstLine(s.Error))
 		}
 		b.WriteString("\n")
+	}
+	if r.Comparison != nil {
+		b.WriteString(r.Comparison.markdown(r.Config["open_fraction"]))
 	}
 	return b.String()
 }

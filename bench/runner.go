@@ -22,13 +22,10 @@ type runner struct {
 	capture *capture
 	pgbench []*pgbenchCeiling // prepared pgbench ceilings, for a noisy-run retry
 
-	seedDir string // data dir of the seeded template
-	seedDB  string // postgres: the seeded template database
-	auth    string
-	sid     string
-	uids    []string
-	bulk    bool // the server has POST …/users/bulk
-	clones  int  // data copies made so far, for unique names
+	data    *dataset // the -users template every row runs on
+	compare *dataset // -compare-users: the template rows are compared on; nil without it
+	bulk    bool     // the server has POST …/users/bulk
+	clones  int      // data copies made so far, for unique names
 
 	mu    sync.Mutex
 	procs []*process
@@ -190,50 +187,77 @@ func (r *runner) startVerity(ctx context.Context, name, dataDir, dbURL string, w
 	return p, nil
 }
 
-// seed creates the template every scenario starts from: one service with
-// benchSettings and -users users, then stops the server so the data can be
-// copied.
+// dataset is a seeded template: one service with benchSettings and its
+// users, in a stopped server's data folder (and database), which every row
+// copies.
+type dataset struct {
+	users int
+	dir   string   // data dir of the template
+	db    string   // postgres: the template database
+	sid   string   // the service's id
+	uids  []string // its users, in a spread order (see spreadOrder)
+}
+
+// seed creates the templates: -users users, and -compare-users in a second
+// one when it is set.
 func (r *runner) seed(ctx context.Context) error {
-	r.seedDir = filepath.Join(r.tmp, "seed")
-	if r.pg != nil {
-		u, err := r.pg.create(ctx, "seed", "")
-		if err != nil {
-			return err
-		}
-		r.seedDB = u
-	}
-	p, err := r.startVerity(ctx, "seed", r.seedDir, r.seedDB, false)
-	if err != nil {
+	var err error
+	if r.data, r.results.Seed, err = r.seedDataset(ctx, "seed", r.cfg.users); err != nil {
 		return err
 	}
-	r.auth = p.credentials()
-	tg, err := newTarget(p.base, r.auth)
+	if r.cfg.compareUsers > 0 {
+		var info seedInfo
+		if r.compare, info, err = r.seedDataset(ctx, "seed_compare", r.cfg.compareUsers); err != nil {
+			return fmt.Errorf("-compare-users: %w", err)
+		}
+		r.results.Comparison = &usersComparison{Users: r.cfg.users, CompareUsers: r.cfg.compareUsers, Seed: info}
+	}
+	return nil
+}
+
+// seedDataset creates one template with users users, then stops its
+// server so the data can be copied.
+func (r *runner) seedDataset(ctx context.Context, name string, users int) (*dataset, seedInfo, error) {
+	ds := &dataset{users: users, dir: filepath.Join(r.tmp, name)}
+	var info seedInfo
+	if r.pg != nil {
+		u, err := r.pg.create(ctx, name, "")
+		if err != nil {
+			return nil, info, err
+		}
+		ds.db = u
+	}
+	p, err := r.startVerity(ctx, name, ds.dir, ds.db, false)
+	if err != nil {
+		return nil, info, err
+	}
+	tg, err := newTarget(p.base, p.credentials())
 	if err != nil {
 		r.release(p)
-		return err
+		return nil, info, err
 	}
 	defer tg.close()
 	a := &api{tg: tg}
 	if err := a.setupService(ctx); err != nil {
 		r.release(p)
-		return err
+		return nil, info, err
 	}
-	r.sid = a.sid
-	logf("seeding %d users", r.cfg.users)
+	ds.sid = a.sid
+	logf("seeding %d users", users)
 	start := time.Now()
 	r.bulk = true
-	r.uids, err = a.createUsers(ctx, "u", 0, r.cfg.users, 16, &r.bulk)
+	ds.uids, err = a.createUsers(ctx, "u", 0, users, 16, &r.bulk)
 	took := time.Since(start)
 	if err != nil {
 		r.release(p)
-		return fmt.Errorf("seed users: %w", err)
+		return nil, info, fmt.Errorf("seed users: %w", err)
 	}
-	// r.uids comes in a spread order (see spreadOrder): the users the
+	// ds.uids comes in a spread order (see spreadOrder): the users the
 	// scenarios take from its front are spread over the whole data set.
-	r.results.Seed = seedInfo{Users: r.cfg.users, Seconds: took.Seconds(), UsersPerSec: ratio(float64(r.cfg.users), took.Seconds()),
+	info = seedInfo{Users: users, Seconds: took.Seconds(), UsersPerSec: ratio(float64(users), took.Seconds()),
 		Method: map[bool]string{true: "POST …/users/bulk (1000 per request, 4 in parallel)", false: "POST …/users (16 in parallel; no bulk endpoint)"}[r.bulk]}
-	logf("seeded %d users in %.1fs (%s)", r.cfg.users, took.Seconds(), r.results.Seed.Method)
-	return r.release(p)
+	logf("seeded %d users in %.1fs (%s)", users, took.Seconds(), info.Method)
+	return ds, info, r.release(p)
 }
 
 // quietThreshold is the machine-wide CPU use, in cores, below which a
@@ -262,17 +286,17 @@ func waitQuiet(ctx context.Context, limit time.Duration) float64 {
 	}
 }
 
-// clone copies the seeded template for one scenario: a fresh data dir
+// clone copies a seeded template for one scenario: a fresh data dir
 // (and database) per server.
-func (r *runner) clone(ctx context.Context, name string) (dir, dbURL string, err error) {
+func (r *runner) clone(ctx context.Context, name string, ds *dataset) (dir, dbURL string, err error) {
 	r.clones++
 	name = fmt.Sprintf("%s_%d", strings.ReplaceAll(name, "-", "_"), r.clones)
 	dir = filepath.Join(r.tmp, name)
-	if err := copyDir(r.seedDir, dir); err != nil {
+	if err := copyDir(ds.dir, dir); err != nil {
 		return "", "", err
 	}
 	if r.pg != nil {
-		if dbURL, err = r.pg.create(ctx, name, dbName(r.seedDB)); err != nil {
+		if dbURL, err = r.pg.create(ctx, name, dbName(ds.db)); err != nil {
 			return "", "", err
 		}
 	}
