@@ -39,8 +39,10 @@ type Store interface {
 	// way it returns the user, read in that transaction; ENOTFOUND when
 	// the user is not one of service p.ServiceID.
 	StartPIN(ctx context.Context, p PINStart) (PINStarted, error)
-	// AbortPIN removes a PIN whose delivery failed, refunding its send.
-	AbortPIN(ctx context.Context, pinID string) error
+	// AbortPIN removes PIN pinID of user userID, whose delivery failed,
+	// refunding its send. The user's id lets a store find the PIN through
+	// the user's PINs, with no index of its own on PIN ids.
+	AbortPIN(ctx context.Context, userID, pinID string) error
 	// UserWithPIN returns the user id of service serviceID and its newest PIN
 	// (nil when it has none) in one read.
 	UserWithPIN(ctx context.Context, serviceID, id string) (*User, *PIN, error)

@@ -153,7 +153,7 @@ func (a *App) sendPIN(ctx context.Context, svc *verity.Service, userID string) (
 		// fresh context: the request's may be the one that ended.
 		abortCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if aerr := a.store.AbortPIN(abortCtx, pin.ID); aerr != nil {
+		if aerr := a.store.AbortPIN(abortCtx, pin.UserID, pin.ID); aerr != nil {
 			a.log.Error("abort pin after failed send", "pin_id", pin.ID, "err", aerr)
 		}
 		a.log.Warn("sms delivery failed", "message", msg, "err", err)

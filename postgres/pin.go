@@ -107,13 +107,13 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarte
 }
 
 // AbortPIN deletes a PIN whose delivery failed.
-func (db *DB) AbortPIN(ctx context.Context, pinID string) error {
-	if !storable(pinID) {
+func (db *DB) AbortPIN(ctx context.Context, userID, pinID string) error {
+	if !storable(pinID, userID) {
 		return nil
 	}
 	ctx, cancel := db.bound(ctx)
 	defer cancel()
-	_, err := db.pool.Exec(ctx, `DELETE FROM pins WHERE id = $1`, pinID)
+	_, err := db.pool.Exec(ctx, `DELETE FROM pins WHERE id = $1 AND user_id = $2`, pinID, userID)
 	return translate("postgres.AbortPIN", err)
 }
 

@@ -39,7 +39,7 @@ func TestWriterAllocations(t *testing.T) {
 	}
 	// Any write but a check or a start empties the PIN cache.
 	other := func() {
-		if err := db.AbortPIN(ctx, "no such PIN"); err != nil {
+		if err := db.AbortPIN(ctx, "no such user", "no such PIN"); err != nil {
 			t.Fatal("AbortPIN:", err)
 		}
 	}

@@ -110,9 +110,13 @@ func (db *DB) StartPIN(ctx context.Context, p verity.PINStart) (verity.PINStarte
 	return out, nil
 }
 
+// abortPINStatement deletes PIN ?2 among user ?1's PINs, found through
+// pins_user_seq (pins have no index on their ids).
+const abortPINStatement = `DELETE FROM pins WHERE user_id = ? AND id = ?`
+
 // AbortPIN deletes a PIN whose delivery failed.
-func (db *DB) AbortPIN(ctx context.Context, pinID string) error {
-	return translate("sqlite.AbortPIN", db.exec(ctx, `DELETE FROM pins WHERE id = ?`, pinID))
+func (db *DB) AbortPIN(ctx context.Context, userID, pinID string) error {
+	return translate("sqlite.AbortPIN", db.exec(ctx, abortPINStatement, userID, pinID))
 }
 
 // PendingPIN returns the user's newest PIN.
@@ -283,16 +287,21 @@ func (db *DB) ConsumePIN(ctx context.Context, c verity.PINConsume) (bool, error)
 	return consumed, translate("sqlite.ConsumePIN", err)
 }
 
+// consumePINStatement marks PIN ?2 used if it is user ?4's newest: the row
+// is found by that seq (pins have no index on their ids), then its id
+// compared.
+const consumePINStatement = `
+		UPDATE pins SET consumed_at = ?1
+		WHERE seq = (SELECT max(seq) FROM pins WHERE user_id = ?4)
+		  AND id = ?2 AND consumed_at IS NULL AND expires_at > ?1 AND attempts < ?3
+		  AND NOT EXISTS (SELECT 1 FROM user_failures
+		                  WHERE user_seq = coalesce(?7, (SELECT seq FROM users WHERE id = ?4))
+		                    AND failure_count >= ?5 AND window_start > ?6)`
+
 // consumePIN is ConsumePIN's one statement, for any write; userSeq is the
 // user's seq when the write read it, else 0 (see userSeqArg).
 func consumePIN(tx *wtx, c verity.PINConsume, userSeq int64) (bool, error) {
-	res, err := tx.Exec(`
-		UPDATE pins SET consumed_at = ?1
-		WHERE id = ?2 AND consumed_at IS NULL AND expires_at > ?1 AND attempts < ?3
-		  AND seq = (SELECT max(seq) FROM pins WHERE user_id = ?4)
-		  AND NOT EXISTS (SELECT 1 FROM user_failures
-		                  WHERE user_seq = coalesce(?7, (SELECT seq FROM users WHERE id = ?4))
-		                    AND failure_count >= ?5 AND window_start > ?6)`,
+	res, err := tx.Exec(consumePINStatement,
 		micros(c.Now), c.PINID, c.MaxAttempts, c.UserID, c.FailureLimit, micros(c.FailureWindowStart), userSeqArg(userSeq))
 	if err != nil {
 		return false, err
@@ -326,15 +335,21 @@ var (
 		SELECT seq, 1, ?3 FROM users WHERE id = ?1` + countFailure
 )
 
+// countTryStatement counts a wrong try against PIN ?1 of user ?2. Pins have
+// no index on their ids: the row is found among the user's PINs, newest
+// first, so the PIN a check counts against, its user's newest, is the
+// first one looked at.
+const countTryStatement = `
+			UPDATE pins SET attempts = attempts + 1
+			WHERE seq = (SELECT seq FROM pins WHERE user_id = ?2 AND id = ?1 ORDER BY seq DESC LIMIT 1)
+			  AND consumed_at IS NULL AND expires_at > ?3 AND attempts < ?4`
+
 // countFailedTry is CountFailedTry's statements, for a write that runs in a
 // savepoint: it returns errRollback when the PIN's count would stand alone.
 // userSeq is the user's seq when the write read it, else 0 (see userSeqArg).
 func countFailedTry(tx *wtx, f verity.FailedTry, userSeq int64) (bool, error) {
 	if f.PINID != "" {
-		res, err := tx.Exec(`
-			UPDATE pins SET attempts = attempts + 1
-			WHERE id = ? AND user_id = ? AND consumed_at IS NULL AND expires_at > ? AND attempts < ?`,
-			f.PINID, f.UserID, micros(f.Now), f.MaxAttempts)
+		res, err := tx.Exec(countTryStatement, f.PINID, f.UserID, micros(f.Now), f.MaxAttempts)
 		if err != nil {
 			return false, err
 		}

@@ -140,7 +140,7 @@ func TestPINCacheMatchesTheDatabase(t *testing.T) {
 			}
 		case n < 16 && newest != nil:
 			what = "abort"
-			err = db.AbortPIN(ctx, newest.ID)
+			err = db.AbortPIN(ctx, u.ID, newest.ID)
 		case n < 17 && newest != nil:
 			what = "a lone count"
 			_, err = db.CountFailedTry(ctx, verity.FailedTry{PINID: newest.ID, UserID: u.ID, Now: clock,

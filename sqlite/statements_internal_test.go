@@ -79,7 +79,7 @@ func TestStatementsPerWrite(t *testing.T) {
 	// One conditional UPDATE; no savepoint.
 	count("a right code", 1, checked(verity.ConsumeIt, true))
 	// Any other write empties the cache: the next check reads, once.
-	count("another write", 1, func() error { return db.AbortPIN(ctx, uuid.NewString()) })
+	count("another write", 1, func() error { return db.AbortPIN(ctx, uuid.NewString(), uuid.NewString()) })
 	count("a check after another write", 1, checked(verity.LeaveAsIs, false))
 	count("the check after that one", 0, checked(verity.LeaveAsIs, false))
 }
@@ -97,28 +97,64 @@ func TestHotReadsMaterialiseNothing(t *testing.T) {
 		"startPINQuery":    {startPINQuery, []any{"user", "service", 1}},
 		"userWithPINQuery": {userWithPINQuery, []any{"user", "service"}},
 	} {
-		rows, err := db.writer.Query("EXPLAIN QUERY PLAN "+read.query, read.args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		if err := rows.Close(); err != nil {
-			t.Fatal(err)
-		}
+		plan := queryPlan(t, db, read.query, read.args...)
 		for _, step := range plan {
 			// SCAN w reads the start's one-row aggregate, run as a co-routine.
 			scan := strings.HasPrefix(step, "SCAN ") && step != "SCAN w"
 			if scan || strings.Contains(step, "MATERIALIZE") || strings.Contains(step, "TEMP B-TREE") {
 				t.Errorf("%s's plan %q: %q builds a temporary table or scans a table", name, plan, step)
 			}
+		}
+	}
+}
+
+// queryPlan returns the steps of query's plan on the writer's connection.
+func queryPlan(t *testing.T, db *DB, query string, args ...any) []string {
+	t.Helper()
+	rows, err := db.writer.Query("EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return plan
+}
+
+// TestPINWritesFindTheirRowByItsUser: pins have no index on their ids, so
+// every statement that names a PIN by its id must reach the row through
+// its user's index or its seq. A plan that scans the pins table reads every
+// user's PINs, on every check.
+func TestPINWritesFindTheirRowByItsUser(t *testing.T) {
+	db, _, _ := openWithUser(t, time.Now())
+	for name, w := range map[string]struct {
+		query string
+		args  []any
+	}{
+		"consumePINStatement": {consumePINStatement, []any{1, "pin", 10, "user", 5, 1, nil}},
+		"countTryStatement":   {countTryStatement, []any{"pin", "user", 1, 10}},
+		"AbortPIN":            {abortPINStatement, []any{"user", "pin"}},
+	} {
+		plan := queryPlan(t, db, w.query, w.args...)
+		if len(plan) == 0 {
+			t.Fatalf("%s has no plan", name)
+		}
+		for _, step := range plan {
+			if strings.HasPrefix(step, "SCAN pins") {
+				t.Errorf("%s's plan %q scans the pins table", name, plan)
+			}
+		}
+		if !strings.HasPrefix(plan[0], "SEARCH pins USING") {
+			t.Errorf("%s's plan %q does not start by finding one user's PINs", name, plan)
 		}
 	}
 }

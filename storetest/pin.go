@@ -289,7 +289,7 @@ func testPINs(t *testing.T, open Open) {
 	t.Run("a failed delivery is aborted and refunded", func(t *testing.T) {
 		f := newFixture(t, open)
 		p := mustStart(t, f.store, f.user, t0)
-		if err := f.store.AbortPIN(ctx, p.ID); err != nil {
+		if err := f.store.AbortPIN(ctx, f.user.ID, p.ID); err != nil {
 			t.Fatal(err)
 		}
 		_, err := f.store.PendingPIN(ctx, f.user.ID)
