@@ -70,7 +70,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&cfg.postgresURL, "postgres-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 		"maintenance database in which -db postgres creates (and afterwards drops) throwaway verity_bench_* databases")
 	fs.IntVar(&cfg.users, "users", 1000, "users seeded into the service before any scenario (1000 to 10,000,000)")
-	fs.IntVar(&cfg.compareUsers, "compare-users", 0, "also seed this many users in a second data set, and run every row on both, alternately (-users, this, this, -users), to compare them: e.g. -users 1000000 -compare-users 1000. The table's rows are the first -users runs")
+	fs.IntVar(&cfg.compareUsers, "compare-users", 0, "also seed this many users in a second data set, and run every row on both, alternately (-users, this, this, -users), to compare them: e.g. -users 1000000 -compare-users 1000. The table's rows are the -users runs as without it (a disturbed one measured again by -retry-noisy); the comparison keeps its own four runs")
 	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios: "+strings.Join(allScenarios, ", "))
 	fs.IntVar(&cfg.conns, "c", 64, "concurrent keep-alive connections of the closed loop (and of the storage ceiling)")
 	fs.DurationVar(&cfg.closedDur, "closed", 5*time.Second, "measured time of each closed-loop (peak) phase")

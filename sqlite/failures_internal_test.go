@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -28,18 +27,7 @@ func failureRows(t *testing.T, db *DB) int {
 func TestMigrationMovesFailureBudgets(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-	db, err := Open(filepath.Join(t.TempDir(), "v.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	p, err := db.migrator()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.UpTo(ctx, 2); err != nil {
-		t.Fatal(err)
-	}
+	db, p := openAtSchema(t, 2)
 	acct, svc := uuid.NewString(), uuid.NewString()
 	failed, spotless := uuid.NewString(), uuid.NewString()
 	for _, q := range []struct {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/pressly/goose/v3"
 	"github.com/verityhq/verity"
 )
 
@@ -34,6 +35,26 @@ func openWithUser(t *testing.T, now time.Time) (*DB, *verity.Service, *verity.Us
 		}
 	}
 	return db, svc, u
+}
+
+// openAtSchema opens a store in a temporary folder, closed when the test
+// ends, migrated up to schema version only, and its migrator: for tests of
+// the migrations after it.
+func openAtSchema(t *testing.T, version int64) (*DB, *goose.Provider) {
+	t.Helper()
+	db, err := Open(filepath.Join(t.TempDir(), "v.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	p, err := db.migrator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(context.Background(), version); err != nil {
+		t.Fatal(err)
+	}
+	return db, p
 }
 
 // activateApp gives u an active authenticator app whose last step is 5.

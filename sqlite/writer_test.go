@@ -65,8 +65,10 @@ func TestGroupCommitIsolatesWrites(t *testing.T) {
 // TestGroupCommitIsolatesFailedStarts: a first start runs its one INSERT
 // without a savepoint, so a failing INSERT must be undone by SQLite alone,
 // leaving the batch's other writes, and its transaction, as they were.
-// A trigger refuses the PINs with a two-byte hash, which every second of
-// many concurrent starts has: each of those must fail with a conflict, its
+// A trigger refuses the PINs with a two-byte hash once they are written (the
+// row and its index entries are in the file's pages, and SQLite's statement
+// rollback takes them out again), which every second of many concurrent
+// starts has: each of those must fail with a conflict, its
 // user left without a PIN, and every other start stored.
 func TestGroupCommitIsolatesFailedStarts(t *testing.T) {
 	ctx := context.Background()
@@ -86,7 +88,7 @@ func TestGroupCommitIsolatesFailedStarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = other.Exec(`CREATE TRIGGER refuse_two_byte_hashes BEFORE INSERT ON pins
+	_, err = other.Exec(`CREATE TRIGGER refuse_two_byte_hashes AFTER INSERT ON pins
 		WHEN length(NEW.hash) = 2 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`)
 	if err := errors.Join(err, other.Close()); err != nil {
 		t.Fatal(err)

@@ -289,6 +289,13 @@ func testPINs(t *testing.T, open Open) {
 	t.Run("a failed delivery is aborted and refunded", func(t *testing.T) {
 		f := newFixture(t, open)
 		p := mustStart(t, f.store, f.user, t0)
+		other := mustUser(t, f.store, f.service, "mallory")
+		if err := f.store.AbortPIN(ctx, other.ID, p.ID); err != nil {
+			t.Fatal(err)
+		}
+		if got := readPIN(t, f); got.ID != p.ID {
+			t.Fatalf("after an abort naming another user the pending PIN is %s, want %s", got.ID, p.ID)
+		}
 		if err := f.store.AbortPIN(ctx, f.user.ID, p.ID); err != nil {
 			t.Fatal(err)
 		}
@@ -308,6 +315,32 @@ func testPINs(t *testing.T, open Open) {
 		got := readPIN(t, f)
 		if got.ConsumedAt == nil || !got.ConsumedAt.Equal(t0.Add(time.Second)) {
 			t.Fatalf("ConsumedAt = %v, want %v", got.ConsumedAt, t0.Add(time.Second))
+		}
+	})
+
+	t.Run("a wrong try counts against the PIN it names, also one a newer PIN replaced, and no other", func(t *testing.T) {
+		f := newFixture(t, open)
+		older := mustStart(t, f.store, f.user, t0)
+		newer := mustStart(t, f.store, f.user, t0.Add(31*time.Second))
+		if ok, err := f.store.CountFailedTry(ctx, failAt(older, t0.Add(32*time.Second))); err != nil || !ok {
+			t.Fatalf("CountFailedTry of the replaced PIN = %v, %v; want counted", ok, err)
+		}
+		unknown := *newer
+		unknown.ID = uuid.NewString()
+		if ok, err := f.store.CountFailedTry(ctx, failAt(&unknown, t0.Add(32*time.Second))); err != nil || ok {
+			t.Fatalf("CountFailedTry of no such PIN = %v, %v; want not counted", ok, err)
+		}
+		if got := readPIN(t, f); got.ID != newer.ID || got.Attempts != 0 {
+			t.Fatalf("the newest PIN is %s with %d attempts; want %s untouched", got.ID, got.Attempts, newer.ID)
+		}
+		if ok, err := f.store.CountFailedTry(ctx, failAt(newer, t0.Add(33*time.Second))); err != nil || !ok {
+			t.Fatalf("CountFailedTry of the newest PIN = %v, %v; want counted", ok, err)
+		}
+		if got := readPIN(t, f); got.Attempts != 1 {
+			t.Fatalf("the newest PIN has %d attempts, want 1", got.Attempts)
+		}
+		if u := readUser(t, f); u.FailureCount != 2 {
+			t.Fatalf("the user has %d failures, want the two counted tries", u.FailureCount)
 		}
 	})
 

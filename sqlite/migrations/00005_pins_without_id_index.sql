@@ -25,6 +25,8 @@ CREATE INDEX pins_user_seq ON pins (user_id, seq);
 CREATE INDEX pins_created ON pins (created_at);
 
 -- +goose Down
+-- Fails if two PINs came to share an id meanwhile; ids are UUIDv7 the
+-- server makes, so none do.
 CREATE TABLE pins_unique_id (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     id          TEXT NOT NULL UNIQUE,
