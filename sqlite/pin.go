@@ -288,8 +288,8 @@ func (db *DB) ConsumePIN(ctx context.Context, c verity.PINConsume) (bool, error)
 }
 
 // consumePINStatement marks PIN ?2 used if it is user ?4's newest: the row
-// is found by that seq (pins have no index on their ids), then its id
-// compared.
+// is found by that seq (a rowid search; pins have no index on their ids),
+// then its id compared.
 const consumePINStatement = `
 		UPDATE pins SET consumed_at = ?1
 		WHERE seq = (SELECT max(seq) FROM pins WHERE user_id = ?4)

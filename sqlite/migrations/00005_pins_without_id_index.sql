@@ -1,10 +1,10 @@
 -- +goose Up
 -- PINs without the unique index on their text ids. Every lookup of a PIN
 -- goes through its user (pins_user_seq) or its seq, and ids are UUIDv7 the
--- server makes, so the index only cost a fourth B-tree insert per start, a
--- descent per consume (SQLite preferred it to the seq the statement also
--- names), about 45 bytes a row and the pages to write them. The AUTOINCREMENT
--- counter carries over, so no seq is given twice.
+-- server makes, so the index only cost a fourth B-tree insert per start,
+-- about 45 bytes a row and the pages to write them; only a counted try and
+-- an abort searched it. The AUTOINCREMENT counter carries over, so no seq
+-- is given twice.
 CREATE TABLE pins_by_seq (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     id          TEXT NOT NULL,
