@@ -42,10 +42,10 @@ func TestCompareRunsEachDataSetInMirroredOrder(t *testing.T) {
 	// Peaks: (100+90)/2 = 95 against (120+110)/2 = 115. Shares of the
 	// ceiling next to each: (25+30)/2 = 27.5 against (30+20)/2 = 25.
 	if d := row.PeakDifferencePct; d == nil || *d > -17.39 || *d < -17.40 {
-		t.Errorf("peak difference %v, want -17.39 %%", ptrString(d))
+		t.Errorf("peak difference %v, want -17.39 %%", signedPct(d))
 	}
 	if d := row.AdjacentDifferencePct; d == nil || *d < 9.99 || *d > 10.01 {
-		t.Errorf("adjacent difference %v, want +10 %%", ptrString(d))
+		t.Errorf("adjacent difference %v, want +10 %%", signedPct(d))
 	}
 
 	// A failed run counts on neither side; a side with no figure at all
@@ -61,7 +61,7 @@ func TestCompareRunsEachDataSetInMirroredOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	if row.PeakDifferencePct != nil || row.AdjacentDifferencePct != nil {
-		t.Errorf("differences %s, %s with no run on one side, want none", ptrString(row.PeakDifferencePct), ptrString(row.AdjacentDifferencePct))
+		t.Errorf("differences %s, %s with no run on one side, want none", signedPct(row.PeakDifferencePct), signedPct(row.AdjacentDifferencePct))
 	}
 	if row.Runs[1].Error != "closed loop: boom" {
 		t.Errorf("the failed run's error is %q", row.Runs[1].Error)
@@ -108,5 +108,3 @@ func TestComparisonIsInTheReport(t *testing.T) {
 		t.Errorf("a run without a comparison reports one:\n%s", md)
 	}
 }
-
-func ptrString(p *float64) string { return signedPct(p) }
