@@ -69,13 +69,18 @@ func (a *App) EnrolTOTP(ctx context.Context, acct *verity.Account, serviceID, us
 	if f.KeyID, f.Secret, err = keys.Keyring().Seal(seed, seedAD(f)); err != nil {
 		return Enrolment{}, err
 	}
+	// The QR code first: an enrolment that cannot be shown stores nothing.
+	e, err := enrolment(svc, user, f, seed)
+	if err != nil {
+		return Enrolment{}, err
+	}
 	if err := a.store.PutPendingFactor(ctx, f); err != nil {
 		if verity.ErrorCode(err) == verity.ECONFLICT {
 			return Enrolment{}, verity.Errorf(verity.ECONFLICT, "the user already has an active authenticator app: delete it first")
 		}
 		return Enrolment{}, notFound(err, "no such user")
 	}
-	return enrolment(svc, user, f, seed)
+	return e, nil
 }
 
 func enrolment(svc *verity.Service, user *verity.User, f *verity.Factor, seed []byte) (Enrolment, error) {

@@ -153,6 +153,39 @@ func TestEnrolment(t *testing.T) {
 	})
 }
 
+func TestEnrolmentWithTheLongestNames(t *testing.T) {
+	// The longest service and user names the API accepts, in characters
+	// that escape to nine bytes each, made a URI too long for any QR code:
+	// the enrolment failed after its factor was stored.
+	ctx := context.Background()
+	e := newEnv(t)
+	svc, err := e.app.CreateService(ctx, e.account, strings.Repeat("€", 200), "long.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := e.app.CreateUser(ctx, e.account, svc.ID, strings.Repeat("€", 255), "+3725555555")
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrolled, err := e.app.EnrolTOTP(ctx, e.account, svc.ID, u.ID)
+	if err != nil {
+		t.Fatalf("EnrolTOTP = %v", err)
+	}
+	img, err := png.Decode(bytes.NewReader(enrolled.QRPNG))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bmp, _ := gozxing.NewBinaryBitmapFromImage(img)
+	pure := map[gozxing.DecodeHintType]interface{}{gozxing.DecodeHintType_PURE_BARCODE: true}
+	res, err := qrcode.NewQRCodeReader().Decode(bmp, pure)
+	if err != nil || res.GetText() != enrolled.URI {
+		t.Fatalf("QR decodes to %v, %v; want the enrolment's URI", res, err)
+	}
+	if _, err := e.app.ConfirmTOTP(ctx, e.account, svc.ID, u.ID, codeAt(seedOf(t, enrolled), e.clock.Now())); err != nil {
+		t.Fatalf("ConfirmTOTP = %v", err)
+	}
+}
+
 func TestAuthenticatorVerification(t *testing.T) {
 	ctx := context.Background()
 

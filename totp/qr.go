@@ -24,7 +24,9 @@ const quietZone = 4
 func QRPNG(uri string, size int) ([]byte, error) {
 	code, err := qr.Encode(uri, qr.M, qr.Auto)
 	if err != nil {
-		return nil, fmt.Errorf("totp: encode qr code: %w", err)
+		// Not wrapped: the library's error quotes the content, and the URI
+		// holds the secret.
+		return nil, fmt.Errorf("totp: a key URI of %d bytes does not fit in a QR code", len(uri))
 	}
 	modules := code.Bounds().Dx()
 	factor := size / (modules + 2*quietZone)

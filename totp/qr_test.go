@@ -5,6 +5,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"strings"
 	"testing"
 
 	"github.com/makiuchi-d/gozxing"
@@ -33,6 +34,7 @@ func TestQRPNGDecodesToTheURI(t *testing.T) {
 		{"a URI with a non-ASCII label", totp.URI("Vérité", "Zoë", secret, totp.DefaultParams()), 256},
 		{"a URI at an uneven size", totp.URI("Verity", "bob", secret, totp.DefaultParams()), 173},
 		{"a URI at a generous size", totp.URI("Verity", "carol", secret, totp.DefaultParams()), 512},
+		{"the longest URI Verity makes", totp.URI(strings.Repeat("€", 200), strings.Repeat("€", 255), long, sha512), 256},
 	} {
 		uri, size := tt.uri, tt.size
 		t.Run(tt.name+" round-trips through a QR decoder", func(t *testing.T) {
@@ -89,5 +91,18 @@ func TestQRPNGRefusesTooSmallSize(t *testing.T) {
 		if _, err := totp.QRPNG(uri, size); err == nil {
 			t.Fatalf("QRPNG(size=%d) succeeded, want error", size)
 		}
+	}
+}
+
+func TestQRPNGErrorsDoNotQuoteTheURI(t *testing.T) {
+	// A URI holds the secret, and errors get logged: what does not fit must
+	// not come back inside the error.
+	uri := "otpauth://totp/x?secret=SEEDSEEDSEED" + strings.Repeat("A", 3000)
+	_, err := totp.QRPNG(uri, 256)
+	if err == nil {
+		t.Fatal("QRPNG of 3,000 bytes succeeded, want an error")
+	}
+	if strings.Contains(err.Error(), "SEED") {
+		t.Fatalf("error quotes the URI: %v", err)
 	}
 }

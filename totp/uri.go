@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // secretEncoding is the unpadded base32 alphabet authenticator apps expect.
@@ -37,8 +38,10 @@ func EncodeSecret(secret []byte) string {
 // is a few lines of net/url. The label is "issuer:account" with each part
 // path-escaped (a colon or plus sign inside either part is escaped too, so the
 // separator stays the only literal colon and no app reads "+" as a space); with an empty issuer the label is the account alone and no issuer
-// parameter is sent. The URI contains the secret: never log it.
+// parameter is sent. Each part is cut to maxLabelPartBytes first (see there).
+// The URI contains the secret: never log it.
 func URI(issuer, account string, secret []byte, p Params) string {
+	issuer, account = cutLabelPart(issuer), cutLabelPart(account)
 	label := escapeLabel(account)
 	if issuer != "" {
 		label = escapeLabel(issuer) + ":" + label
@@ -61,6 +64,29 @@ func URI(issuer, account string, secret []byte, p Params) string {
 	q.WriteString(strconv.Itoa(p.Period))
 
 	return "otpauth://totp/" + label + "?" + q.String()
+}
+
+// maxLabelPartBytes bounds the issuer and the account name in a URI, in
+// UTF-8 bytes. Verity accepts service names of 200 characters and user names
+// of 255, and escaped (up to 12 bytes for a 4-byte character) they could
+// make a URI longer than the largest QR code holds (2,331 bytes at QR's
+// medium error correction). Cut to 64 bytes, the longest URI (the issuer
+// twice, an account, a SHA-512 seed) stays under 800 bytes, a code that
+// still gets two pixels per module at 256 pixels; authenticator apps show
+// less of a label than that anyway.
+const maxLabelPartBytes = 64
+
+// cutLabelPart returns the longest prefix of s of at most maxLabelPartBytes
+// bytes that ends at a character boundary.
+func cutLabelPart(s string) string {
+	if len(s) <= maxLabelPartBytes {
+		return s
+	}
+	end := maxLabelPartBytes
+	for end > 0 && !utf8.RuneStart(s[end]) {
+		end--
+	}
+	return s[:end]
 }
 
 // labelEscaper escapes what url.PathEscape leaves literal but a label must not contain.

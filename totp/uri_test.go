@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base32"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/verityhq/verity/totp"
@@ -104,6 +105,51 @@ func TestURI(t *testing.T) {
 			}
 			if got, want := q.Get("secret"), b32; got != want {
 				t.Fatalf("parsed secret = %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestURICutsLongLabelsAtACharacterBoundary(t *testing.T) {
+	seed := make([]byte, 64) // a SHA-512 seed, the longest
+	p := totp.Params{Algorithm: totp.SHA512, Digits: 8, Period: 60, Skew: 1}
+	for _, tt := range []struct {
+		name, issuer, account   string
+		wantIssuer, wantAccount string
+	}{
+		{
+			name:   "three-byte characters: 21 of them, since a 22nd would end at byte 66",
+			issuer: strings.Repeat("€", 200), account: strings.Repeat("€", 255),
+			wantIssuer: strings.Repeat("€", 21), wantAccount: strings.Repeat("€", 21),
+		},
+		{
+			name:   "ASCII: 64 bytes, escapes counted before escaping",
+			issuer: strings.Repeat("a b", 40), account: strings.Repeat("x", 70) + "@example.com",
+			wantIssuer: strings.Repeat("a b", 21) + "a", wantAccount: strings.Repeat("x", 64),
+		},
+		{
+			name:   "four-byte characters: 16 of them, exactly 64 bytes",
+			issuer: "Verity", account: strings.Repeat("😀", 100),
+			wantIssuer: "Verity", wantAccount: strings.Repeat("😀", 16),
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			uri := totp.URI(tt.issuer, tt.account, seed, p)
+			u, err := url.Parse(uri)
+			if err != nil {
+				t.Fatalf("url.Parse: %v", err)
+			}
+			if got, want := u.Path, "/"+tt.wantIssuer+":"+tt.wantAccount; got != want {
+				t.Fatalf("label = %q, want %q", got, want)
+			}
+			if got := u.Query().Get("issuer"); got != tt.wantIssuer {
+				t.Fatalf("issuer parameter = %q, want %q", got, tt.wantIssuer)
+			}
+			if len(uri) >= 800 {
+				t.Fatalf("URI is %d bytes, want under 800", len(uri))
+			}
+			if _, err := totp.QRPNG(uri, 256); err != nil {
+				t.Fatalf("QRPNG: %v", err)
 			}
 		})
 	}
