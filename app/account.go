@@ -47,6 +47,7 @@ func (a *App) createAccount(ctx context.Context, username, password string) (*ve
 		}
 		return nil, err
 	}
+	a.unknownAccounts.forget(username)
 	return acct, nil
 }
 
@@ -122,19 +123,36 @@ func validateUsername(name string) error {
 	return nil
 }
 
-// accountByUsername reads an account through the cache. Misses are not
-// cached, so a new account works at once.
+// accountByUsername reads an account through the cache. Names with no
+// account are cached too, apart, so that a wrong password and an unknown
+// name cost the same: one database read per name per cacheTTL, then none
+// (security invariant 4; uncached, every unknown name was a read and an
+// existing one was not, which timing told apart). Kept apart, a flood of
+// made-up names evicts no real account. An account created through this
+// node works at once; one created elsewhere (another node, the CLI), within
+// cacheTTL.
 func (a *App) accountByUsername(ctx context.Context, username string) (*verity.Account, error) {
 	if acct, ok := a.accounts.get(username); ok {
 		return acct, nil
 	}
+	if _, ok := a.unknownAccounts.get(username); ok {
+		return nil, errNoSuchAccount
+	}
 	acct, err := a.store.AccountByUsername(ctx, username)
+	if verity.ErrorCode(err) == verity.ENOTFOUND {
+		a.unknownAccounts.put(username, struct{}{})
+		return nil, errNoSuchAccount
+	}
 	if err != nil {
 		return nil, err
 	}
 	a.accounts.put(username, acct)
 	return acct, nil
 }
+
+// errNoSuchAccount answers a name no account has, whether or not the
+// database was asked.
+var errNoSuchAccount = verity.Errorf(verity.ENOTFOUND, "no such account")
 
 // accountGone tells a conflict caused by an account deleted meanwhile (its
 // foreign key refused the service; the cache still had it) from a duplicate.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -219,4 +220,47 @@ func mustAuth(tb testing.TB, e *env, auth string) *verity.Account {
 		tb.Fatal(err)
 	}
 	return acct
+}
+
+// TestUnknownNamesCostWhatWrongPasswordsCost: a wrong password for an
+// existing account and a name no account has must not be told apart by the
+// work they cost (security invariant 4). Both are read from the database
+// once and then answered from memory; uncached, every unknown name was a
+// read, which timing showed.
+func TestUnknownNamesCostWhatWrongPasswordsCost(t *testing.T) {
+	counter := &countingStore{calls: map[string]int{}}
+	e := newEnvWith(t, func(db *sqlite.DB) verity.Store { counter.Store = db; return counter })
+	auth, sid, _ := e.serviceUser() // the account is read, and cached, here
+	name, _, _ := strings.Cut(auth, ":")
+	path := "/v1/service/service/" + sid
+
+	reads := func(user string) (int, response) {
+		counter.reset()
+		var last response
+		for range 20 {
+			last = e.do(user+":wrong-password", "GET", path, nil)
+			if last.Status != http.StatusUnauthorized {
+				t.Fatalf("GET with %q's name and a wrong password = %s, want 401", user, last)
+			}
+		}
+		return counter.reset()["AccountByUsername"], last
+	}
+	known, knownAnswer := reads(name)
+	if known != 0 {
+		t.Fatalf("20 wrong passwords for a cached account read it %d times, want 0", known)
+	}
+	unknown, unknownAnswer := reads("nobody")
+	if unknown != 1 {
+		t.Fatalf("20 requests for an unknown name read the database %d times, want once", unknown)
+	}
+	if string(knownAnswer.Raw) != string(unknownAnswer.Raw) {
+		t.Fatalf("answers differ: wrong password %s, unknown name %s", knownAnswer.Raw, unknownAnswer.Raw)
+	}
+
+	// The name was cached as unknown: an account created through this node
+	// under it must work at once all the same.
+	created := e.account("nobody")
+	if r := e.do(created, "POST", "/v1/service/service", map[string]any{"name": "Nobody's", "fqdn": "nobody.example"}); r.Status != http.StatusOK {
+		t.Fatalf("the new account's first request = %s, want 200", r)
+	}
 }
