@@ -43,6 +43,10 @@ type Store interface {
 	// refunding its send. The user's id lets a store find the PIN through
 	// the user's PINs, with no index of its own on PIN ids.
 	AbortPIN(ctx context.Context, userID, pinID string) error
+	// ExpirePIN ends PIN pinID of user userID at `at` if it is unused and
+	// would expire later, and keeps it, so that its send still counts: a
+	// delivery that may have reached the phone (ErrMaybeDelivered).
+	ExpirePIN(ctx context.Context, userID, pinID string, at time.Time) error
 	// UserWithPIN returns the user id of service serviceID and its newest PIN
 	// (nil when it has none) in one read.
 	UserWithPIN(ctx context.Context, serviceID, id string) (*User, *PIN, error)

@@ -148,12 +148,19 @@ func (a *App) sendPIN(ctx context.Context, svc *verity.Service, userID string) (
 	err = a.sender.Send(sendCtx, msg)
 	cancel()
 	if err != nil {
-		// Undo the start so that no PIN the user never received stays pending
-		// and the failed send does not count against the user's limits. Use a
+		// Undo the start so that no PIN stays pending. A send the provider
+		// never took is refunded: its PIN goes, and the send counts against
+		// no limit. One it may have taken (ErrMaybeDelivered) keeps counting,
+		// or every start that times out against a slow gateway would send
+		// one more message past the limits; its PIN only expires. Use a
 		// fresh context: the request's may be the one that ended.
 		abortCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if aerr := a.store.AbortPIN(abortCtx, pin.UserID, pin.ID); aerr != nil {
+		if errors.Is(err, verity.ErrMaybeDelivered) {
+			if aerr := a.store.ExpirePIN(abortCtx, pin.UserID, pin.ID, a.Now().Truncate(time.Microsecond)); aerr != nil {
+				a.log.Error("expire pin after a send of unknown outcome", "pin_id", pin.ID, "err", aerr)
+			}
+		} else if aerr := a.store.AbortPIN(abortCtx, pin.UserID, pin.ID); aerr != nil {
 			a.log.Error("abort pin after failed send", "pin_id", pin.ID, "err", aerr)
 		}
 		a.log.Warn("sms delivery failed", "message", msg, "err", err)

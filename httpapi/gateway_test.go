@@ -1,8 +1,10 @@
 package httpapi_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 )
@@ -59,6 +61,50 @@ func TestGatewayFailure(t *testing.T) {
 			wantCheck(t, e.check(auth, sid, uid, pin), true, "VERIFIED")
 		})
 	}
+
+	t.Run("a gateway that takes the message and does not answer: 503, the PIN expires, the send counts", func(t *testing.T) {
+		e := newEnv(t)
+		auth, sid, uid := e.serviceUser()
+		var (
+			mu    sync.Mutex
+			taken []sentMessage
+		)
+		silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var m sentMessage
+			if json.NewDecoder(r.Body).Decode(&m) == nil {
+				mu.Lock()
+				taken = append(taken, m)
+				mu.Unlock()
+			}
+			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				conn.Close() // the message is in; the answer never comes
+			}
+		}))
+		t.Cleanup(silent.Close)
+		e.sender.set(newWebhookSender(t, silent.URL+"/sms", e.clock))
+
+		r := e.do(auth, "POST", authPath(sid, uid), map[string]string{"method": "sms"})
+		wantError(t, r, http.StatusServiceUnavailable, "unavailable")
+		mu.Lock()
+		first := taken[0]
+		mu.Unlock()
+		// The message may reach the phone, but its PIN no longer verifies.
+		wantCheck(t, e.check(auth, sid, uid, pinOf(t, first.Text)), false, "EXPIRED")
+		// Its send counts: the resend interval holds at once, and in all at
+		// most max_sends (5) messages reach the gateway in the send window
+		// (10 minutes), however many starts.
+		wantError(t, e.do(auth, "POST", authPath(sid, uid), map[string]string{"method": "sms"}), http.StatusTooManyRequests, "rate_limited")
+		statuses := map[int]int{}
+		for range 15 { // 7 min 45 s
+			e.clock.Advance(31 * time.Second)
+			statuses[e.do(auth, "POST", authPath(sid, uid), map[string]string{"method": "sms"}).Status]++
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(taken) != 5 || statuses[http.StatusServiceUnavailable] != 4 || statuses[http.StatusTooManyRequests] != 11 {
+			t.Fatalf("the gateway took %d messages, starts answered %v; want 5 messages (4 more 503s, then 429s)", len(taken), statuses)
+		}
+	})
 
 	t.Run("failed sends do not count against the 5 sends per window", func(t *testing.T) {
 		e := newEnv(t)

@@ -117,6 +117,19 @@ func (db *DB) AbortPIN(ctx context.Context, userID, pinID string) error {
 	return translate("postgres.AbortPIN", err)
 }
 
+// ExpirePIN ends a PIN whose delivery may have reached the phone, keeping
+// its send.
+func (db *DB) ExpirePIN(ctx context.Context, userID, pinID string, at time.Time) error {
+	if !storable(pinID, userID) {
+		return nil
+	}
+	ctx, cancel := db.bound(ctx)
+	defer cancel()
+	_, err := db.pool.Exec(ctx, `UPDATE pins SET expires_at = $3
+		WHERE id = $1 AND user_id = $2 AND consumed_at IS NULL AND expires_at > $3`, pinID, userID, at)
+	return translate("postgres.ExpirePIN", err)
+}
+
 // PendingPIN returns the user's newest PIN.
 func (db *DB) PendingPIN(ctx context.Context, userID string) (*verity.PIN, error) {
 	const op = "postgres.PendingPIN"

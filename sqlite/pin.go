@@ -116,7 +116,31 @@ const abortPINStatement = `DELETE FROM pins WHERE user_id = ? AND id = ?`
 
 // AbortPIN deletes a PIN whose delivery failed.
 func (db *DB) AbortPIN(ctx context.Context, userID, pinID string) error {
-	return translate("sqlite.AbortPIN", db.exec(ctx, abortPINStatement, userID, pinID))
+	return translate("sqlite.AbortPIN", db.userPINWrite(ctx, userID, abortPINStatement, userID, pinID))
+}
+
+// userPINWrite runs one statement that changes only user userID's PINs and
+// drops that user from the PIN cache, which refills on the next read; the
+// other users stay. (A write that may change anything clears the whole
+// cache: when a gateway fails every start, each of them would.)
+func (db *DB) userPINWrite(ctx context.Context, userID, query string, args ...any) error {
+	return db.q.writeStatementKeeping(ctx, userID, func(tx *wtx) error {
+		if _, err := tx.Exec(query, args...); err != nil {
+			return err
+		}
+		tx.q.pins.drop(userID)
+		return nil
+	})
+}
+
+// expirePINStatement ends PIN ?2 among user ?1's PINs at ?3.
+const expirePINStatement = `UPDATE pins SET expires_at = ?3
+	WHERE user_id = ?1 AND id = ?2 AND consumed_at IS NULL AND expires_at > ?3`
+
+// ExpirePIN ends a PIN whose delivery may have reached the phone, keeping
+// its send.
+func (db *DB) ExpirePIN(ctx context.Context, userID, pinID string, at time.Time) error {
+	return translate("sqlite.ExpirePIN", db.userPINWrite(ctx, userID, expirePINStatement, userID, pinID, micros(at)))
 }
 
 // PendingPIN returns the user's newest PIN.

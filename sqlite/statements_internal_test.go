@@ -143,6 +143,7 @@ func TestPINWritesFindTheirRowByItsUser(t *testing.T) {
 		"consumePINStatement": {consumePINStatement, []any{1, "pin", 10, "user", 5, 1, nil}},
 		"countTryStatement":   {countTryStatement, []any{"pin", "user", 1, 10}},
 		"AbortPIN":            {abortPINStatement, []any{"user", "pin"}},
+		"ExpirePIN":           {expirePINStatement, []any{"user", "pin", 1}},
 	} {
 		plan := queryPlan(t, db, w.query, w.args...)
 		if len(plan) == 0 {

@@ -304,6 +304,45 @@ func testPINs(t *testing.T, open Open) {
 		mustStart(t, f.store, f.user, t0.Add(time.Second)) // no resend interval applies
 	})
 
+	t.Run("a delivery that may have reached the phone ends its PIN and keeps its send", func(t *testing.T) {
+		f := newFixture(t, open)
+		p := mustStart(t, f.store, f.user, t0)
+		other := mustUser(t, f.store, f.service, "mallory")
+		if err := f.store.ExpirePIN(ctx, other.ID, p.ID, t0.Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if got := readPIN(t, f); !got.ExpiresAt.Equal(p.ExpiresAt) {
+			t.Fatalf("after an expiry naming another user the PIN expires at %v, want %v", got.ExpiresAt, p.ExpiresAt)
+		}
+		if err := f.store.ExpirePIN(ctx, f.user.ID, p.ID, t0.Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if got := readPIN(t, f); got.ID != p.ID || !got.ExpiresAt.Equal(t0.Add(time.Second)) {
+			t.Fatalf("after ExpirePIN the newest PIN is %s expiring at %v, want %s at %v", got.ID, got.ExpiresAt, p.ID, t0.Add(time.Second))
+		}
+		if err := f.store.ExpirePIN(ctx, f.user.ID, p.ID, t0.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if got := readPIN(t, f); !got.ExpiresAt.Equal(t0.Add(time.Second)) {
+			t.Fatalf("a later ExpirePIN moved the expiry to %v, want it kept at %v", got.ExpiresAt, t0.Add(time.Second))
+		}
+		st, err := f.store.StartPIN(ctx, startAt(f.user, t0.Add(2*time.Second)))
+		if err != nil || st.Started || st.Seen.SendsInWindow != 1 {
+			t.Fatalf("StartPIN 2 s later = %v, %+v, %v; want refused, its send counted", st.Started, st.Seen, err)
+		}
+
+		used := mustStart(t, f.store, f.user, t0.Add(time.Minute))
+		if ok, err := f.store.ConsumePIN(ctx, consumeAt(used, t0.Add(61*time.Second))); err != nil || !ok {
+			t.Fatalf("ConsumePIN = %v, %v", ok, err)
+		}
+		if err := f.store.ExpirePIN(ctx, f.user.ID, used.ID, t0.Add(62*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if got := readPIN(t, f); !got.ExpiresAt.Equal(used.ExpiresAt) {
+			t.Fatalf("ExpirePIN changed a used PIN's expiry to %v, want %v", got.ExpiresAt, used.ExpiresAt)
+		}
+	})
+
 	t.Run("a PIN is consumed once", func(t *testing.T) {
 		f := newFixture(t, open)
 		p := mustStart(t, f.store, f.user, t0)

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/verityhq/verity"
@@ -157,8 +159,18 @@ func (s *Sender) Send(ctx context.Context, m verity.Message) error {
 	req.Header.Set(TimestampHeader, ts)
 	req.Header.Set(SignatureHeader, SignaturePrefix+Sign(s.secret, ts, body))
 
+	// Once the whole request is written the gateway may act on it, answer
+	// or not: a failure after that point is not a refusal.
+	var wrote atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(info httptrace.WroteRequestInfo) { wrote.Store(info.Err == nil) },
+	}))
 	resp, err := s.client.Do(req)
 	if err != nil {
+		if wrote.Load() {
+			return &verity.Error{Code: verity.EUNAVAILABLE, Op: op, Err: errors.Join(verity.ErrMaybeDelivered, s.redact(err)),
+				Message: "sms gateway did not answer: the message may still arrive, and counts as sent"}
+		}
 		return &verity.Error{Code: verity.EUNAVAILABLE, Message: "sms gateway unavailable", Op: op, Err: s.redact(err)}
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))

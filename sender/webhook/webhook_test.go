@@ -162,7 +162,7 @@ func TestSend(t *testing.T) {
 		}
 	})
 
-	t.Run("a gateway slower than the timeout is unavailable", func(t *testing.T) {
+	t.Run("a gateway slower than the timeout is unavailable, and may have the message", func(t *testing.T) {
 		release := make(chan struct{})
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			select {
@@ -178,11 +178,29 @@ func TestSend(t *testing.T) {
 		if got, want := verity.ErrorCode(err), verity.EUNAVAILABLE; got != want {
 			t.Fatalf("code = %q, want %q (%v)", got, want, err)
 		}
-		if got, want := verity.ErrorMessage(err), "sms gateway unavailable"; got != want {
+		if got, want := verity.ErrorMessage(err), "sms gateway did not answer: the message may still arrive, and counts as sent"; got != want {
 			t.Fatalf("message = %q, want %q", got, want)
 		}
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("err = %v, want it to wrap context.DeadlineExceeded", err)
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, verity.ErrMaybeDelivered) {
+			t.Fatalf("err = %v, want it to wrap context.DeadlineExceeded and verity.ErrMaybeDelivered", err)
+		}
+		assertNoLeak(t, err)
+	})
+
+	t.Run("a gateway that drops the connection after reading the request may have the message", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		}))
+		t.Cleanup(srv.Close)
+		s := MustNew(t, webhook.Config{URL: srv.URL, Secret: testSecret})
+
+		err := s.Send(context.Background(), testMessage())
+		if verity.ErrorCode(err) != verity.EUNAVAILABLE || !errors.Is(err, verity.ErrMaybeDelivered) {
+			t.Fatalf("err = %v, want unavailable and verity.ErrMaybeDelivered", err)
 		}
 		assertNoLeak(t, err)
 	})
@@ -202,6 +220,12 @@ func TestSend(t *testing.T) {
 		if strings.Contains(err.Error(), "gw-token-s3cret") {
 			t.Fatalf("error %q shows the url's query", err)
 		}
+		if errors.Is(err, verity.ErrMaybeDelivered) {
+			t.Fatalf("err = %v: a gateway never reached cannot have the message", err)
+		}
+		if got, want := verity.ErrorMessage(err), "sms gateway unavailable"; got != want {
+			t.Fatalf("message = %q, want %q", got, want)
+		}
 		assertNoLeak(t, err)
 	})
 
@@ -217,6 +241,9 @@ func TestSend(t *testing.T) {
 		}
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want it to wrap context.Canceled", err)
+		}
+		if errors.Is(err, verity.ErrMaybeDelivered) {
+			t.Fatalf("err = %v: a send cancelled before it began cannot have been delivered", err)
 		}
 	})
 }
