@@ -57,8 +57,12 @@ func TestParseStallLine(t *testing.T) {
 
 // TestStallProbeSeesAPausedMachine pauses the probe process, as a host
 // pauses a throttled machine, and expects the pause in the summary of the
-// window that holds it, and only there.
+// window that holds it, and only there. The pause is long against what a
+// loaded machine adds or takes away (a stop that takes effect late, a wake
+// that waits for a CPU: CI once saw 48 ms of an 80 ms pause), and a window
+// that saw too little is tried again, twice at most.
 func TestStallProbeSeesAPausedMachine(t *testing.T) {
+	const pause, enough = 300 * time.Millisecond, 150.0 // enough: ms of it the probe must see
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -73,30 +77,35 @@ func TestStallProbeSeesAPausedMachine(t *testing.T) {
 	before.begin()
 	time.Sleep(200 * time.Millisecond)
 	before.end()
+	if b := before.summary(); b.Incomplete || b.MaxMs >= enough {
+		t.Errorf("the window before the pause: %+v, want no stall of %.0f ms", b, enough)
+	}
 
-	during := &stallMeter{probe: probe}
-	during.begin()
-	time.Sleep(50 * time.Millisecond)
 	pid := probe.cmd.Process.Pid
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
+	var s stallSummary
+	for attempt := 1; attempt <= 3; attempt++ {
+		during := &stallMeter{probe: probe}
+		during.begin()
+		time.Sleep(50 * time.Millisecond)
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(pause)
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		during.end()
+		if s = during.summary(); !s.Incomplete && s.Count >= 1 && s.MaxMs >= enough {
+			break
+		}
+		t.Logf("attempt %d: the window with a %v pause: %+v", attempt, pause, s)
 	}
-	time.Sleep(80 * time.Millisecond)
-	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-		t.Fatal(err)
+	if s.Incomplete || s.Count < 1 || s.MaxMs < enough {
+		t.Fatalf("the window with a %v pause: %+v, want a stall of at least %.0f ms", pause, s, enough)
 	}
-	time.Sleep(100 * time.Millisecond)
-	during.end()
-
-	s := during.summary()
-	if s.Incomplete || s.Count < 1 || s.MaxMs < 60 {
-		t.Fatalf("the window with an 80 ms pause: %+v, want a stall of at least 60 ms", s)
-	}
-	if s.Seconds < 0.2 || s.LostMsPerSec < 60/s.Seconds {
-		t.Errorf("the window with an 80 ms pause: %+v, want its lost time counted", s)
-	}
-	if b := before.summary(); b.Incomplete || b.MaxMs >= 60 {
-		t.Errorf("the window before the pause: %+v, want no stall of its size", b)
+	if s.Seconds < 0.4 || s.LostMsPerSec < enough/s.Seconds {
+		t.Errorf("the window with a %v pause: %+v, want its lost time counted", pause, s)
 	}
 }
 
