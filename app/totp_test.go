@@ -79,20 +79,8 @@ func TestEnrolment(t *testing.T) {
 		if want := "otpauth://totp/Acme:alice@example.com?"; !strings.HasPrefix(first.URI, want) || !strings.Contains(first.URI, "secret="+first.Secret) {
 			t.Fatalf("URI = %q, want prefix %q and the secret", first.URI, want)
 		}
-		img, err := png.Decode(bytes.NewReader(first.QRPNG))
-		if err != nil {
-			t.Fatal(err)
-		}
-		bmp, _ := gozxing.NewBinaryBitmapFromImage(img)
-		// PURE_BARCODE, as in totp's QR test: without it gozxing's finder-pattern search
-		// misreads about 1 % of these images (CI failed once on "NotFoundException").
-		pure := map[gozxing.DecodeHintType]interface{}{gozxing.DecodeHintType_PURE_BARCODE: true}
-		res, err := qrcode.NewQRCodeReader().Decode(bmp, pure)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.GetText() != first.URI {
-			t.Fatalf("QR decodes to %q, want %q", res.GetText(), first.URI)
+		if got := decodeQR(t, first.QRPNG); got != first.URI {
+			t.Fatalf("QR decodes to %q, want %q", got, first.URI)
 		}
 		qr, err := e.app.PendingTOTPQR(ctx, e.account, e.service.ID, u.ID)
 		if err != nil || !bytes.Equal(qr, first.QRPNG) {
@@ -153,6 +141,24 @@ func TestEnrolment(t *testing.T) {
 	})
 }
 
+// decodeQR returns the text of the QR code in a PNG.
+func decodeQR(t *testing.T, data []byte) string {
+	t.Helper()
+	img, err := png.Decode(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bmp, _ := gozxing.NewBinaryBitmapFromImage(img)
+	// PURE_BARCODE, as in totp's QR test: without it gozxing's finder-pattern search
+	// misreads about 1 % of these images (CI failed once on "NotFoundException").
+	pure := map[gozxing.DecodeHintType]interface{}{gozxing.DecodeHintType_PURE_BARCODE: true}
+	res, err := qrcode.NewQRCodeReader().Decode(bmp, pure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.GetText()
+}
+
 func TestEnrolmentWithTheLongestNames(t *testing.T) {
 	// The longest service and user names the API accepts, in characters
 	// that escape to nine bytes each, made a URI too long for any QR code:
@@ -171,15 +177,8 @@ func TestEnrolmentWithTheLongestNames(t *testing.T) {
 	if err != nil {
 		t.Fatalf("EnrolTOTP = %v", err)
 	}
-	img, err := png.Decode(bytes.NewReader(enrolled.QRPNG))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bmp, _ := gozxing.NewBinaryBitmapFromImage(img)
-	pure := map[gozxing.DecodeHintType]interface{}{gozxing.DecodeHintType_PURE_BARCODE: true}
-	res, err := qrcode.NewQRCodeReader().Decode(bmp, pure)
-	if err != nil || res.GetText() != enrolled.URI {
-		t.Fatalf("QR decodes to %v, %v; want the enrolment's URI", res, err)
+	if got := decodeQR(t, enrolled.QRPNG); got != enrolled.URI {
+		t.Fatalf("QR decodes to %q, want %q", got, enrolled.URI)
 	}
 	if _, err := e.app.ConfirmTOTP(ctx, e.account, svc.ID, u.ID, codeAt(seedOf(t, enrolled), e.clock.Now())); err != nil {
 		t.Fatalf("ConfirmTOTP = %v", err)
