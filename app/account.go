@@ -47,7 +47,6 @@ func (a *App) createAccount(ctx context.Context, username, password string) (*ve
 		}
 		return nil, err
 	}
-	a.unknownAccounts.forget(username)
 	return acct, nil
 }
 
@@ -91,6 +90,12 @@ func (a *App) DeleteAccount(ctx context.Context, username string) error {
 
 // Authenticate checks an X-Service-Auth value ("username:password", split at
 // the first colon) and returns the account.
+//
+// A password that matches the cached account costs no read. Any other
+// attempt reads the account afresh: so a failure costs one read whether or
+// not the name has an account, and takes the same time (security invariant
+// 4; when only unknown names were read, timing told names apart), and a
+// password changed through another node works at once.
 func (a *App) Authenticate(ctx context.Context, header string) (*verity.Account, error) {
 	if header == "" {
 		return nil, verity.Errorf(verity.EUNAUTHORIZED, "missing X-Service-Auth header")
@@ -99,16 +104,29 @@ func (a *App) Authenticate(ctx context.Context, header string) (*verity.Account,
 	if !ok || username == "" || password == "" {
 		return nil, verity.Errorf(verity.EUNAUTHORIZED, "malformed X-Service-Auth header: want username:password")
 	}
-	acct, err := a.accountByUsername(ctx, username)
-	if err != nil && verity.ErrorCode(err) != verity.ENOTFOUND {
+	wrong := verity.Errorf(verity.EUNAUTHORIZED, "wrong credentials")
+	if validateUsername(username) != nil {
+		return nil, wrong // no account can have this name: nothing to read
+	}
+	hash := a.keys.CredentialHash(password)
+	if acct, ok := a.accounts.get(username); ok && hmac.Equal(hash, acct.SecretHash) {
+		return acct, nil
+	}
+	acct, err := a.store.AccountByUsername(ctx, username)
+	switch verity.ErrorCode(err) {
+	case "":
+		a.accounts.put(username, acct)
+	case verity.ENOTFOUND:
+		acct = nil
+	default:
 		return nil, err
 	}
 	stored := dummyHash
 	if acct != nil {
 		stored = acct.SecretHash
 	}
-	if !hmac.Equal(a.keys.CredentialHash(password), stored) || acct == nil {
-		return nil, verity.Errorf(verity.EUNAUTHORIZED, "wrong credentials")
+	if !hmac.Equal(hash, stored) || acct == nil {
+		return nil, wrong
 	}
 	return acct, nil
 }
@@ -122,37 +140,6 @@ func validateUsername(name string) error {
 	}
 	return nil
 }
-
-// accountByUsername reads an account through the cache. Names with no
-// account are cached too, apart, so that a wrong password and an unknown
-// name cost the same: one database read per name per cacheTTL, then none
-// (security invariant 4; uncached, every unknown name was a read and an
-// existing one was not, which timing told apart). Kept apart, a flood of
-// made-up names evicts no real account. An account created through this
-// node works at once; one created elsewhere (another node, the CLI), within
-// cacheTTL.
-func (a *App) accountByUsername(ctx context.Context, username string) (*verity.Account, error) {
-	if acct, ok := a.accounts.get(username); ok {
-		return acct, nil
-	}
-	if _, ok := a.unknownAccounts.get(username); ok {
-		return nil, errNoSuchAccount
-	}
-	acct, err := a.store.AccountByUsername(ctx, username)
-	if verity.ErrorCode(err) == verity.ENOTFOUND {
-		a.unknownAccounts.put(username, struct{}{})
-		return nil, errNoSuchAccount
-	}
-	if err != nil {
-		return nil, err
-	}
-	a.accounts.put(username, acct)
-	return acct, nil
-}
-
-// errNoSuchAccount answers a name no account has, whether or not the
-// database was asked.
-var errNoSuchAccount = verity.Errorf(verity.ENOTFOUND, "no such account")
 
 // accountGone tells a conflict caused by an account deleted meanwhile (its
 // foreign key refused the service; the cache still had it) from a duplicate.

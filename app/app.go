@@ -20,11 +20,9 @@ type App struct {
 	keys   *Keys
 	log    *slog.Logger
 
-	// accounts and services spare the hot path two reads per request;
-	// unknownAccounts holds names that no account has (see accountByUsername).
-	accounts        *ttlCache[*verity.Account]
-	unknownAccounts *ttlCache[struct{}]
-	services        *ttlCache[*verity.Service]
+	// accounts and services spare the hot path two reads per request.
+	accounts *ttlCache[*verity.Account]
+	services *ttlCache[*verity.Service]
 
 	// Seeds seals authenticator seeds; nil disables authenticator apps.
 	Seeds SeedKeyring
@@ -46,15 +44,14 @@ func New(store verity.Store, sender verity.Sender, keys *Keys, log *slog.Logger)
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &App{
-		store:           store,
-		sender:          sender,
-		keys:            keys,
-		log:             log,
-		Now:             func() time.Time { return time.Now().UTC() },
-		SendTimeout:     10 * time.Second,
-		accounts:        newTTLCache[*verity.Account](cacheTTL, 10000),
-		unknownAccounts: newTTLCache[struct{}](cacheTTL, 10000),
-		services:        newTTLCache[*verity.Service](cacheTTL, 10000),
+		store:       store,
+		sender:      sender,
+		keys:        keys,
+		log:         log,
+		Now:         func() time.Time { return time.Now().UTC() },
+		SendTimeout: 10 * time.Second,
+		accounts:    newTTLCache[*verity.Account](cacheTTL, 10000),
+		services:    newTTLCache[*verity.Service](cacheTTL, 10000),
 	}
 }
 
