@@ -86,6 +86,10 @@ func TestGatewayFailure(t *testing.T) {
 		r := e.do(auth, "POST", authPath(sid, uid), map[string]string{"method": "sms"})
 		wantError(t, r, http.StatusServiceUnavailable, "unavailable")
 		mu.Lock()
+		if len(taken) != 1 {
+			mu.Unlock()
+			t.Fatalf("the gateway took %d messages, want 1", len(taken))
+		}
 		first := taken[0]
 		mu.Unlock()
 		// The message may reach the phone, but its PIN no longer verifies.

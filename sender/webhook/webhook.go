@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -158,16 +159,24 @@ func (s *Sender) Send(ctx context.Context, m verity.Message) error {
 	req.Header.Set("User-Agent", "verity-webhook/1")
 	req.Header.Set(TimestampHeader, ts)
 	req.Header.Set(SignatureHeader, SignaturePrefix+Sign(s.secret, ts, body))
+	// A key the gateway can drop duplicates by; it also lets net/http send
+	// the request again on a keep-alive connection the gateway closed while
+	// it was idle, which it does only for requests that are safe to repeat.
+	req.Header.Set("Idempotency-Key", m.ID)
 
-	// Once the whole request is written the gateway may act on it, answer
-	// or not: a failure after that point is not a refusal.
+	// Once all of the request is written the gateway may act on it, answer
+	// or not: a failure after that is not a refusal. net/http reports a
+	// request written once it is in the connection's buffer, so a failure
+	// writing to the socket still means the gateway cannot have it all.
+	// Each attempt (GetConn) starts afresh.
 	var wrote atomic.Bool
 	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GetConn:      func(string) { wrote.Store(false) },
 		WroteRequest: func(info httptrace.WroteRequestInfo) { wrote.Store(info.Err == nil) },
 	}))
 	resp, err := s.client.Do(req)
 	if err != nil {
-		if wrote.Load() {
+		if wrote.Load() && !failedWriting(err) {
 			return &verity.Error{Code: verity.EUNAVAILABLE, Op: op, Err: errors.Join(verity.ErrMaybeDelivered, s.redact(err)),
 				Message: "sms gateway did not answer: the message may still arrive, and counts as sent"}
 		}
@@ -176,7 +185,13 @@ func (s *Sender) Send(ctx context.Context, m verity.Message) error {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
 	_ = resp.Body.Close()
 
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	switch {
+	case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout:
+		// What a proxy in front of the gateway answers when the gateway
+		// failed or was slow behind it: the gateway may have the message.
+		return &verity.Error{Code: verity.EUPSTREAM, Op: op, Err: verity.ErrMaybeDelivered,
+			Message: fmt.Sprintf("sms gateway answered %d: the message may still arrive, and counts as sent", resp.StatusCode)}
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
 		return &verity.Error{
 			Code:    verity.EUPSTREAM,
 			Message: fmt.Sprintf("sms gateway refused the message (status %d)", resp.StatusCode),
@@ -184,6 +199,12 @@ func (s *Sender) Send(ctx context.Context, m verity.Message) error {
 		}
 	}
 	return nil
+}
+
+// failedWriting tells whether err is a failure to write to the connection.
+func failedWriting(err error) bool {
+	var opErr *net.OpError
+	return errors.As(err, &opErr) && opErr.Op == "write"
 }
 
 // redact replaces the URL in a transport error with one that has no

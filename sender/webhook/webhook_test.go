@@ -85,6 +85,9 @@ func TestSend(t *testing.T) {
 		if got, want := req.header.Get(webhook.TimestampHeader), "1714563015"; got != want {
 			t.Fatalf("timestamp = %q, want %q", got, want)
 		}
+		if got, want := req.header.Get("Idempotency-Key"), "msg-1"; got != want {
+			t.Fatalf("Idempotency-Key = %q, want the message id %q", got, want)
+		}
 
 		var fields map[string]any
 		if err := json.Unmarshal(req.body, &fields); err != nil {
@@ -140,6 +143,22 @@ func TestSend(t *testing.T) {
 			}
 			if got, want := verity.ErrorMessage(err), fmt.Sprintf("sms gateway refused the message (status %d)", status); got != want {
 				t.Fatalf("status %d: message = %q, want %q", status, got, want)
+			}
+			if errors.Is(err, verity.ErrMaybeDelivered) {
+				t.Fatalf("status %d: err = %v, want a plain refusal", status, err)
+			}
+			assertNoLeak(t, err)
+		}
+	})
+
+	t.Run("502 and 504, a proxy's answers for a gateway behind it, may leave the message delivered", func(t *testing.T) {
+		for _, status := range []int{http.StatusBadGateway, http.StatusGatewayTimeout} {
+			srv, got := NewGateway(t, status)
+			s := MustNew(t, webhook.Config{URL: srv.URL, Secret: testSecret})
+			err := s.Send(context.Background(), testMessage())
+			<-got
+			if verity.ErrorCode(err) != verity.EUPSTREAM || !errors.Is(err, verity.ErrMaybeDelivered) {
+				t.Fatalf("status %d: err = %v, want upstream and verity.ErrMaybeDelivered", status, err)
 			}
 			assertNoLeak(t, err)
 		}
@@ -348,7 +367,11 @@ func TestSendKeepsConnectionsForTheNextMessages(t *testing.T) {
 			}
 		}
 	}
-	if n := newConns.Load(); n > inFlight {
-		t.Fatalf("%d rounds of %d concurrent messages opened %d connections, want at most %d", rounds, inFlight, n, inFlight)
+	// A connection goes back to the pool a moment after its answer is read,
+	// so a round can start before the last one's are all back and dial a
+	// few more (it did in about one run of ten). Keeping only two idle
+	// connections, net/http's default, dials some 14 a round: 70 or so.
+	if n := newConns.Load(); n > 2*inFlight {
+		t.Fatalf("%d rounds of %d concurrent messages opened %d connections, want at most %d", rounds, inFlight, n, 2*inFlight)
 	}
 }
