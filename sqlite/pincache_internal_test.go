@@ -139,8 +139,13 @@ func TestPINCacheMatchesTheDatabase(t *testing.T) {
 				err = nil
 			}
 		case n < 16 && newest != nil:
-			what = "abort"
-			err = db.AbortPIN(ctx, u.ID, newest.ID)
+			if rng.IntN(2) == 0 {
+				what = "abort"
+				err = db.AbortPIN(ctx, u.ID, newest.ID)
+			} else {
+				what = "an expiry"
+				err = db.ExpirePIN(ctx, u.ID, newest.ID, clock)
+			}
 		case n < 17 && newest != nil:
 			what = "a lone count"
 			_, err = db.CountFailedTry(ctx, verity.FailedTry{PINID: newest.ID, UserID: u.ID, Now: clock,
