@@ -104,9 +104,8 @@ func (a *App) Authenticate(ctx context.Context, header string) (*verity.Account,
 	if !ok || username == "" || password == "" {
 		return nil, verity.Errorf(verity.EUNAUTHORIZED, "malformed X-Service-Auth header: want username:password")
 	}
-	wrong := verity.Errorf(verity.EUNAUTHORIZED, "wrong credentials")
 	if validateUsername(username) != nil {
-		return nil, wrong // no account can have this name: nothing to read
+		return nil, wrongCredentials() // no account can have this name: nothing to read
 	}
 	hash := a.keys.CredentialHash(password)
 	if acct, ok := a.accounts.get(username); ok && hmac.Equal(hash, acct.SecretHash) {
@@ -126,10 +125,12 @@ func (a *App) Authenticate(ctx context.Context, header string) (*verity.Account,
 		stored = acct.SecretHash
 	}
 	if !hmac.Equal(hash, stored) || acct == nil {
-		return nil, wrong
+		return nil, wrongCredentials()
 	}
 	return acct, nil
 }
+
+func wrongCredentials() error { return verity.Errorf(verity.EUNAUTHORIZED, "wrong credentials") }
 
 func validateUsername(name string) error {
 	if name == "" || len(name) > 64 || !utf8.ValidString(name) {
