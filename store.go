@@ -87,6 +87,9 @@ type Store interface {
 	// UseRecoveryCode consumes a matching unused recovery code if u's
 	// conditions hold; it reports whether it did.
 	UseRecoveryCode(ctx context.Context, u RecoveryUse) (bool, error)
+	// RecoveryCodeUsed reports whether the user has a used recovery code
+	// with this hash: a repeat, which a check does not count as a failure.
+	RecoveryCodeUsed(ctx context.Context, userID string, hash []byte) (bool, error)
 	// RecoveryCodesLeft counts the user's unused recovery codes.
 	RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
 	// SetLastMethod records the method of the user's latest start ("sms" or

@@ -194,14 +194,22 @@ func (a *App) checkRecovery(ctx context.Context, user *verity.User, policy verit
 	if userLockedOut(user, policy, now) {
 		return Checked{Method: MethodRecovery, Result: ResultThrottled}, nil
 	}
-	used, err := a.store.UseRecoveryCode(ctx, verity.RecoveryUse{UserID: user.ID,
-		Hash: a.keys.RecoveryCodeHash(user.ID, normalizeRecoveryCode(token)), Now: now,
+	hash := a.keys.RecoveryCodeHash(user.ID, normalizeRecoveryCode(token))
+	used, err := a.store.UseRecoveryCode(ctx, verity.RecoveryUse{UserID: user.ID, Hash: hash, Now: now,
 		FailureWindowStart: now.Add(-policy.FailureWindow()), FailureLimit: policy.FailureLimit})
 	if err != nil {
 		return Checked{}, err
 	}
 	if used {
 		return Checked{Method: MethodRecovery, Verified: true, Result: ResultVerified}, nil
+	}
+	// A code already used is a repeat (an app that submitted twice, a user
+	// who pressed twice), answered INVALID and not counted, as a used PIN's
+	// repeat is not: counted, a double submission could lock the user out.
+	if repeat, err := a.store.RecoveryCodeUsed(ctx, user.ID, hash); err != nil {
+		return Checked{}, err
+	} else if repeat {
+		return Checked{Method: MethodRecovery, Result: ResultInvalid}, nil
 	}
 	return a.countWrong(ctx, user, policy, now, MethodRecovery)
 }

@@ -295,6 +295,30 @@ func TestAuthenticatorVerification(t *testing.T) {
 		}
 	})
 
+	t.Run("a used recovery code, repeated, is INVALID and counts against no limit", func(t *testing.T) {
+		e := newEnv(t)
+		u, _, codes := enrolled(t, e, "frank")
+		if res := check(t, e, u, app.Check{Token: codes[0], Method: "recovery"}); !res.Verified {
+			t.Fatalf("recovery = %+v, want verified", res)
+		}
+		// Twice the failure limit (10) of repeats: counted, they would lock the user out.
+		for i := range 20 {
+			if res := check(t, e, u, app.Check{Token: codes[0], Method: "recovery"}); res.Verified || res.Result != "INVALID" {
+				t.Fatalf("repeat %d = %+v, want INVALID", i+1, res)
+			}
+		}
+		if res := check(t, e, u, app.Check{Token: codes[1], Method: "recovery"}); !res.Verified {
+			t.Fatalf("another code after the repeats = %+v, want verified (no lockout)", res)
+		}
+		// A code that was never one of the user's still counts.
+		for range 10 {
+			check(t, e, u, app.Check{Token: "aaaa-bbbb-cccc", Method: "recovery"})
+		}
+		if res := check(t, e, u, app.Check{Token: codes[2], Method: "recovery"}); res.Verified || res.Result != "THROTTLED" {
+			t.Fatalf("a code after 10 wrong ones = %+v, want THROTTLED", res)
+		}
+	})
+
 	t.Run("wrong codes count against the user's failure limit and lock the app out", func(t *testing.T) {
 		e := newEnv(t)
 		u, seed, codes := enrolled(t, e, "eve")

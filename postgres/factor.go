@@ -227,6 +227,19 @@ func (db *DB) UseRecoveryCode(ctx context.Context, u verity.RecoveryUse) (bool, 
 	return tag.RowsAffected() == 1, nil
 }
 
+// RecoveryCodeUsed reports whether the user has used a code with this hash.
+func (db *DB) RecoveryCodeUsed(ctx context.Context, userID string, hash []byte) (bool, error) {
+	if !storable(userID) {
+		return false, nil
+	}
+	ctx, cancel := db.bound(ctx)
+	defer cancel()
+	var used bool
+	err := db.pool.QueryRow(ctx,
+		`SELECT EXISTS (SELECT 1 FROM recovery_codes WHERE user_id = $1 AND hash = $2 AND used_at IS NOT NULL)`, userID, hash).Scan(&used)
+	return used, translate("postgres.RecoveryCodeUsed", err)
+}
+
 // RecoveryCodesLeft counts the user's unused recovery codes.
 func (db *DB) RecoveryCodesLeft(ctx context.Context, userID string) (int, error) {
 	if !storable(userID) {

@@ -168,6 +168,14 @@ func (db *DB) UseRecoveryCode(ctx context.Context, u verity.RecoveryUse) (bool, 
 	return n == 1, translate("sqlite.UseRecoveryCode", err)
 }
 
+// RecoveryCodeUsed reports whether the user has used a code with this hash.
+func (db *DB) RecoveryCodeUsed(ctx context.Context, userID string, hash []byte) (bool, error) {
+	var used bool
+	err := db.queryRow(ctx,
+		`SELECT EXISTS (SELECT 1 FROM recovery_codes WHERE user_id = ? AND hash = ? AND used_at <> 0)`, userID, hash).Scan(&used)
+	return used, translate("sqlite.RecoveryCodeUsed", err)
+}
+
 // RecoveryCodesLeft counts the user's unused recovery codes.
 func (db *DB) RecoveryCodesLeft(ctx context.Context, userID string) (int, error) {
 	var n int

@@ -143,6 +143,21 @@ func testFactors(t *testing.T, open Open) {
 		if n, _ := fx.store.RecoveryCodesLeft(ctx, fx.user.ID); n != 2 {
 			t.Fatalf("RecoveryCodesLeft = %d, want 2", n)
 		}
+		for _, c := range []struct {
+			name string
+			user *verity.User
+			hash []byte
+			want bool
+		}{
+			{"the used code", fx.user, codes[1], true},
+			{"an unused code", fx.user, codes[0], false},
+			{"an unknown code", fx.user, randomBytes(32), false},
+			{"the used code, for another user", other, codes[1], false},
+		} {
+			if used, err := fx.store.RecoveryCodeUsed(ctx, c.user.ID, c.hash); err != nil || used != c.want {
+				t.Fatalf("RecoveryCodeUsed(%s) = %v, %v; want %v", c.name, used, err, c.want)
+			}
+		}
 	})
 
 	t.Run("a locked-out user can use neither a step nor a recovery code", func(t *testing.T) {
