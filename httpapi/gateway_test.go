@@ -1,10 +1,8 @@
 package httpapi_test
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 )
@@ -65,33 +63,15 @@ func TestGatewayFailure(t *testing.T) {
 	t.Run("a gateway that takes the message and does not answer: 503, the PIN expires, the send counts", func(t *testing.T) {
 		e := newEnv(t)
 		auth, sid, uid := e.serviceUser()
-		var (
-			mu    sync.Mutex
-			taken []sentMessage
-		)
-		silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			var m sentMessage
-			if json.NewDecoder(r.Body).Decode(&m) == nil {
-				mu.Lock()
-				taken = append(taken, m)
-				mu.Unlock()
-			}
-			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
-				conn.Close() // the message is in; the answer never comes
-			}
-		}))
-		t.Cleanup(silent.Close)
-		e.sender.set(newWebhookSender(t, silent.URL+"/sms", e.clock))
+		e.gw.hangUpAfterTaking()
 
 		r := e.do(auth, "POST", authPath(sid, uid), map[string]string{"method": "sms"})
 		wantError(t, r, http.StatusServiceUnavailable, "unavailable")
-		mu.Lock()
+		taken := e.gw.messages()
 		if len(taken) != 1 {
-			mu.Unlock()
 			t.Fatalf("the gateway took %d messages, want 1", len(taken))
 		}
 		first := taken[0]
-		mu.Unlock()
 		// The message may reach the phone, but its PIN no longer verifies.
 		wantCheck(t, e.check(auth, sid, uid, pinOf(t, first.Text)), false, "EXPIRED")
 		// Its send counts: the resend interval holds at once, and in all at
@@ -103,9 +83,7 @@ func TestGatewayFailure(t *testing.T) {
 			e.clock.Advance(31 * time.Second)
 			statuses[e.do(auth, "POST", authPath(sid, uid), map[string]string{"method": "sms"}).Status]++
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if len(taken) != 5 || statuses[http.StatusServiceUnavailable] != 4 || statuses[http.StatusTooManyRequests] != 11 {
+		if taken = e.gw.messages(); len(taken) != 5 || statuses[http.StatusServiceUnavailable] != 4 || statuses[http.StatusTooManyRequests] != 11 {
 			t.Fatalf("the gateway took %d messages, starts answered %v; want 5 messages (4 more 503s, then 429s)", len(taken), statuses)
 		}
 	})

@@ -78,7 +78,8 @@ type gateway struct {
 	clock *fakeClock
 
 	mu       sync.Mutex
-	status   int // the answer to every request; 0 means 200
+	status   int  // the answer to every request; 0 means 200
+	hangUp   bool // take each message, then drop the connection unanswered
 	accepted []sentMessage
 	refused  int // requests answered with a non-2xx status
 	problems []string
@@ -121,7 +122,21 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.accepted = append(g.accepted, m)
+	if g.hangUp {
+		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			conn.Close() // the message is in; the answer never comes
+		}
+		return
+	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// hangUpAfterTaking makes the gateway take every following message and
+// close the connection without answering.
+func (g *gateway) hangUpAfterTaking() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.hangUp = true
 }
 
 // setStatus makes the gateway answer every following request with status.
