@@ -25,7 +25,7 @@ import (
 // machines and containers to their share, and a common refill period of
 // IO rate limiters.
 //
-// Measured here (2026-11-26, docs/benchmarks.md): beside Verity's SQLite
+// Measured here (2026-11-26, docs/benchmarks-history.md): beside Verity's SQLite
 // rows at half of their peak the probe woke 5-14 ms late at every 100 ms
 // boundary, 61-77 ms lost per second with nearly all of it in one fifth of
 // the cycle, while beside the do-nothing server at the same rates it lost

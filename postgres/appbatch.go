@@ -12,7 +12,7 @@ import (
 // seed can be opened, so its write is a second statement. On its own, that
 // statement cost PostgreSQL about as much as a whole PIN check and held app
 // checks to a third of the PIN checks' rate; shared, app checks ran 75-86 %
-// faster at 30-38 % less PostgreSQL CPU each (docs/benchmarks.md). So
+// faster at 30-38 % less PostgreSQL CPU each (docs/benchmarks-history.md). So
 // concurrent app checks' writes share statements (appWriteSQL), gathered by
 // a batcher like the checks' own.
 
