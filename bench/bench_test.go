@@ -786,3 +786,86 @@ func TestCreateUsersSpreadsTheOrder(t *testing.T) {
 		t.Fatal("the same users came back in another order: a run would not repeat the last")
 	}
 }
+
+func TestStorageOpInterleavesAttemptsInOrder(t *testing.T) {
+	for _, tc := range []struct{ n, per int }{{4000, 2}, {4000, 3}, {4001, 2}, {1024, 2}, {2047, 4}, {300, 2}, {10000, 10}} {
+		seen := make(map[[2]int]int) // (user, attempt) → j
+		for j := range tc.n * tc.per {
+			u, a := storageOp(j, tc.n, tc.per)
+			if u < 0 || u >= tc.n || a < 0 || a >= tc.per {
+				t.Fatalf("n=%d per=%d: op %d is user %d attempt %d, out of range", tc.n, tc.per, j, u, a)
+			}
+			key := [2]int{u, a}
+			if prev, dup := seen[key]; dup {
+				t.Fatalf("n=%d per=%d: user %d attempt %d at ops %d and %d", tc.n, tc.per, u, a, prev, j)
+			}
+			seen[key] = j
+			if a > 0 {
+				prev, ok := seen[[2]int{u, a - 1}]
+				if !ok {
+					t.Fatalf("n=%d per=%d: user %d attempt %d before attempt %d", tc.n, tc.per, u, a, a-1)
+				}
+				if gap, want := j-prev, min(tc.n, storageBlock); gap < want {
+					t.Fatalf("n=%d per=%d: user %d's attempts %d and %d only %d ops apart, want ≥ %d", tc.n, tc.per, u, a-1, a, gap, want)
+				}
+			}
+			// Every prefix of the round has the round's mix, give or take
+			// what one block's attempts can skew it by.
+			if j > 0 && j%97 == 0 {
+				firsts := 0
+				for k := range j {
+					if _, a := storageOp(k, tc.n, tc.per); a == 0 {
+						firsts++
+					}
+				}
+				blocks := max(1, tc.n/storageBlock)
+				slack := (tc.n + blocks - 1) / blocks * (tc.per - 1) / tc.per
+				if want := j / tc.per; firsts < want-slack || firsts > want+slack {
+					t.Fatalf("n=%d per=%d: the first %d ops hold %d first attempts, want about %d", tc.n, tc.per, j, firsts, want)
+				}
+			}
+		}
+		if len(seen) != tc.n*tc.per {
+			t.Fatalf("n=%d per=%d: %d distinct operations, want %d", tc.n, tc.per, len(seen), tc.n*tc.per)
+		}
+	}
+}
+
+func TestFailedAnswersAreNotLatencySamples(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if r.URL.Path == "/refused" {
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	defer srv.Close()
+	tg, err := newTarget(srv.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.close()
+	rec := newRecorder()
+	for _, path := range []string{"/slow", "/refused", "/refused", "/slow"} {
+		now := time.Now()
+		rec.exchange(t.Context(), tg, request{method: "GET", path: path, want: 200, label: "ok"}, now, now, true)
+	}
+	s := rec.seg
+	if s.ops != 4 || s.ok != 2 || s.failures["status 429"] != 2 {
+		t.Fatalf("ops %d, ok %d, failures %v; want 4, 2 and two 429s", s.ops, s.ok, s.failures)
+	}
+	if len(s.latencies) != 2 {
+		t.Fatalf("%d latency samples, want one per answer as expected (2)", len(s.latencies))
+	}
+	for _, l := range s.latencies {
+		if l < 20*time.Millisecond {
+			t.Fatalf("latency sample %v is a refusal's, not a slow answer's", l)
+		}
+	}
+	if len(s.lags) != 4 {
+		t.Fatalf("%d send lags, want one per request sent (4)", len(s.lags))
+	}
+}

@@ -67,7 +67,7 @@ type segment struct {
 	ok        int             // requests that met their expectation
 	elapsed   time.Duration   // from the first send to the last answer
 	scheduled time.Duration   // open loop: the span the sent slots covered
-	latencies []time.Duration // one per request; open loop: from its scheduled time
+	latencies []time.Duration // one per request answered as expected; open loop: from its scheduled time
 	lags      []time.Duration // open loop: actual send time minus scheduled time
 	failures  map[string]int  // why requests failed, e.g. "status 429"
 	labels    map[string]int  // successful requests per label
@@ -108,15 +108,18 @@ func (rec *recorder) exchange(ctx context.Context, tg *target, r request, from, 
 	defer rec.mu.Unlock()
 	s := &rec.seg
 	s.ops++
-	s.latencies = append(s.latencies, lat)
 	if open {
 		s.lags = append(s.lags, sent.Sub(from))
 	}
 	if failure != "" {
+		// Not a latency sample: a refusal (429, a THROTTLED check that
+		// wrote nothing) is faster than the work measured, a timeout
+		// slower; the errors column counts it instead.
 		s.failures[failure]++
 		return
 	}
 	s.ok++
+	s.latencies = append(s.latencies, lat)
 	s.labels[r.label]++
 }
 

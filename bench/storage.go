@@ -263,7 +263,7 @@ func (b *storeBench) run(ctx context.Context, d time.Duration, per int, kind fun
 					if j >= n*per {
 						break
 					}
-					i, attempt := j%n, j/n
+					i, attempt := storageOp(j, n, per)
 					op, withReads := kind(attempt)
 					t0 := time.Now()
 					var err error
@@ -277,9 +277,10 @@ func (b *storeBench) run(ctx context.Context, d time.Duration, per int, kind fun
 							err = fmt.Errorf("store refused")
 						}
 					}
-					local = append(local, time.Since(t0))
 					if err != nil {
 						errs.Add(1)
+					} else {
+						local = append(local, time.Since(t0))
 					}
 				}
 				mu.Lock()
@@ -291,9 +292,9 @@ func (b *storeBench) run(ctx context.Context, d time.Duration, per int, kind fun
 		elapsed += time.Since(start)
 		r.Errors += int(errs.Load())
 	}
-	r.Ops = len(latencies)
+	r.Ops = len(latencies) + r.Errors
 	r.Seconds = elapsed.Seconds()
-	r.OpsPerSec = ratio(float64(r.Ops-r.Errors), r.Seconds)
+	r.OpsPerSec = ratio(float64(len(latencies)), r.Seconds)
 	r.Latency = summarize(slices.Clip(latencies))
 	return r, ctx.Err()
 }
@@ -312,6 +313,35 @@ func storageDSN(dir, pgURL string) string {
 		return pgURL
 	}
 	return filepath.Join(dir, "verity.db")
+}
+
+// storageBlock is about how many users the storage ceiling takes through
+// all their attempts before it moves on to the next ones (storageOp).
+const storageBlock = 1024
+
+// storageOp is the user and the attempt of operation j of a round over n
+// users with per attempts each. It goes through the users a block at a
+// time (n split into blocks of storageBlock to twice that, or one block of
+// all n), every attempt of the block's users in turn, so that a user's
+// attempts come in order, a block's size apart (far more operations than
+// the workers in flight), and any stretch of the round, the one the
+// deadline cuts short included, has the scenario's mix of attempts within
+// one block. Taking every user's first attempt before any second one made
+// the round's first half all wrong codes and its second all right ones,
+// and a round cut short mostly wrong codes.
+func storageOp(j, n, per int) (user, attempt int) {
+	blocks := max(1, n/storageBlock)
+	first := func(b int) int { return b * n / blocks } // block b's first user
+	b := min(j/per*blocks/n, blocks-1)
+	for b > 0 && per*first(b) > j {
+		b--
+	}
+	for b+1 < blocks && per*first(b+1) <= j {
+		b++
+	}
+	size := first(b+1) - first(b)
+	k := j - per*first(b)
+	return first(b) + k%size, k / size
 }
 
 // storageUsers caps the storage ceiling's users: its cost is one StartPIN
