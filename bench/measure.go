@@ -87,41 +87,6 @@ func (r *runner) measureHTTPCeiling(ctx context.Context) (scenarioResult, error)
 	return res, nil
 }
 
-// measureLatencyFloors drives the HTTP ceiling server in open loop at each
-// measured row's open-loop rate, with the same connections: the latency a
-// server that does nothing shows at the same offered load, on this machine,
-// with this generator beside it. A row's p99 cannot be expected to beat it.
-func (r *runner) measureLatencyFloors(ctx context.Context) error {
-	var rows []*scenarioResult
-	for i := range r.results.Scenarios {
-		if s := &r.results.Scenarios[i]; s.Skipped == "" && s.Open.TargetRate >= 1 && s.Open.Ops > 0 {
-			rows = append(rows, s)
-		}
-	}
-	if len(rows) == 0 {
-		return nil
-	}
-	logf("latency floors: the HTTP ceiling server at each row's open-loop rate")
-	p, tg, err := r.startCeilingServer(ctx)
-	if err != nil {
-		return err
-	}
-	defer r.release(p)
-	defer tg.close()
-	for _, s := range rows {
-		waitQuiet(ctx, r.cfg.quietWait)
-		m := newMeters(p.pid, false)
-		ph, err := measureOpen(ctx, ceilingScenario(), tg, s.Open.TargetRate, r.cfg.openDur, r.cfg.openConns, m)
-		m.record(&ph) // for the stall probe: the floor's own machine stalls
-		if err != nil {
-			return fmt.Errorf("latency floor at %.0f/s: %w", s.Open.TargetRate, err)
-		}
-		floor := newPhaseJSON(ph, s.Open.TargetRate)
-		s.LatencyFloor = &floor
-	}
-	return nil
-}
-
 // adjacentCeilingMax bounds the closed loop of the HTTP ceiling measured
 // right after each row.
 const adjacentCeilingMax = 3 * time.Second
@@ -132,26 +97,44 @@ const adjacentCeilingMax = 3 * time.Second
 // percent within minutes (two runs of one commit, minutes apart, gave one
 // row 27,012 and 17,100/s), so a row's share of this ceiling says more
 // about Verity than its share of the one measured at the start of the run.
-func (r *runner) measureAdjacentCeiling(ctx context.Context) (*phaseJSON, error) {
+//
+// Then, when openRate is at least 1/s, the latency floor: the same server
+// in open loop at the row's open-loop rate, with the same connections and
+// for the same time, the latency a server that does nothing shows at that
+// load, on this machine, with this generator beside it, at the row's
+// moment too. Measured after every row instead, minutes later, a floor's
+// p99 moved fivefold between runs (a single 100-200 ms episode sets it).
+func (r *runner) measureAdjacentCeiling(ctx context.Context, openRate float64) (adjacent, floor *phaseJSON, err error) {
 	syscall.Sync() // the row's writes, out of the way first, as before a row
 	waitQuiet(ctx, r.cfg.quietWait)
 	p, tg, err := r.startCeilingServer(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	defer func() { err = errors.Join(err, r.release(p)) }()
+	defer tg.close()
 	m := newMeters(p.pid, r.cfg.db == "postgres") // as the run's own ceiling is metered
 	ph, err := measureClosed(ctx, ceilingScenario(), tg, r.cfg.conns, min(r.cfg.closedDur, adjacentCeilingMax), m)
 	m.record(&ph)
-	tg.close()
-	err = errors.Join(err, r.release(p))
 	if err == nil && ph.ok == 0 {
 		err = fmt.Errorf("no request answered as expected (%d sent)", ph.ops)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	res := newPhaseJSON(ph, 0)
-	return &res, nil
+	closed := newPhaseJSON(ph, 0)
+	if openRate < 1 {
+		return &closed, nil, nil
+	}
+	waitQuiet(ctx, r.cfg.quietWait)
+	m = newMeters(p.pid, false)
+	ph, err = measureOpen(ctx, ceilingScenario(), tg, openRate, r.cfg.openDur, r.cfg.openConns, m)
+	m.record(&ph) // for the stall probe: the floor's own machine stalls
+	if err != nil {
+		return &closed, nil, fmt.Errorf("latency floor at %.0f/s: %w", openRate, err)
+	}
+	open := newPhaseJSON(ph, openRate)
+	return &closed, &open, nil
 }
 
 // remeasureNoisyHTTPCeiling measures the HTTP ceiling again when other
@@ -376,15 +359,18 @@ func (r *runner) runRow(ctx context.Context, spec rowSpec, ds *dataset) (scenari
 		res.Notes = append(res.Notes, sc.pool.notes(min(len(ds.uids), r.cfg.pool))...)
 	}
 	if res.Peak > 0 {
-		logf("  the HTTP ceiling next to it")
-		adjacent, err := r.measureAdjacentCeiling(ctx)
+		logf("  the HTTP ceiling next to it, and its latency floor")
+		var openRate float64
+		if res.Open.Ops > 0 {
+			openRate = res.Open.TargetRate
+		}
+		adjacent, floor, err := r.measureAdjacentCeiling(ctx, openRate)
+		res.AdjacentCeiling, res.LatencyFloor = adjacent, floor
 		switch {
 		case ctx.Err() != nil:
 			return res, ctx.Err()
 		case err != nil:
-			res.Notes = append(res.Notes, "the HTTP ceiling next to it failed: "+firstLine(err.Error()))
-		default:
-			res.AdjacentCeiling = adjacent
+			res.Notes = append(res.Notes, "the HTTP ceiling next to it, or its latency floor, failed: "+firstLine(err.Error()))
 		}
 	}
 	return res, nil

@@ -215,7 +215,7 @@ func (r *results) markdown() string {
 	fmt.Fprintf(&b, "\n### Verity benchmark, %s: %s, %d users, %d connections\n\n", r.Date, backend, r.Seed.Users, r.Config["connections"])
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s RAM, Linux %s, %s. Command: `%s`.\n\n",
 		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.MemTotal, r.Machine.Kernel, r.Machine.GoVersion, r.Command)
-	b.WriteString("| scenario | peak ops/s | % of HTTP ceiling | % of HTTP ceiling next to it | % of storage ceiling | p50 ms | p90 ms | p99 ms | p99.9 ms | floor p99 ms | CPU µs/op | peak RSS MB | errors |\n")
+	b.WriteString("| scenario | peak ops/s | % of HTTP ceiling | % of HTTP ceiling next to it | % of storage ceiling | p50 ms | p90 ms | p99 ms | p99.9 ms | floor p99 ms | CPU µs/op at peak · half | peak RSS MB | errors |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	rows := slices.Clone(r.Scenarios)
 	if r.HTTPCeiling != nil {
@@ -243,8 +243,9 @@ func (r *results) markdown() string {
 		if s.PctAdjacent > 0 {
 			adjacent = fmt.Sprintf("%.0f%%", s.PctAdjacent)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.0f%% | %s | %.0f%% | %.2f | %.2f | %.2f | %.2f | %s | %.0f | %.0f | %d |\n",
-			name, num(s.Peak), s.PctHTTP, adjacent, s.PctStorage, l.P50, l.P90, l.P99, l.P999, floor, s.CPUPerOp, s.PeakRSSMB, s.Closed.Errors+s.Open.Errors)
+		fmt.Fprintf(&b, "| %s | %s | %.0f%% | %s | %.0f%% | %.2f | %.2f | %.2f | %.2f | %s | %.0f · %.0f | %.0f | %d |\n",
+			name, num(s.Peak), s.PctHTTP, adjacent, s.PctStorage, l.P50, l.P90, l.P99, l.P999, floor,
+			s.Closed.ServerCPUPerOp, s.Open.ServerCPUPerOp, s.PeakRSSMB, s.Closed.Errors+s.Open.Errors)
 	}
 	if st := r.Storage; st != nil {
 		l := st.CheckPIN.Latency
@@ -258,8 +259,8 @@ func (r *results) markdown() string {
 	}
 	b.WriteString("\nLatencies are from the open loop at " + fmt.Sprint(r.Config["open_fraction"]) +
 		" × each row's peak, measured from each request's scheduled send time; the storage row's are per store call under the closed loop. " +
-		"Floor p99 is the HTTP ceiling server's p99 when driven the same way at the same rate: the latency of a server that does nothing, on this machine, with the generator beside it. " +
-		"CPU µs/op is the server process's user+system time over both measured phases divided by their requests. " +
+		"Floor p99 is the HTTP ceiling server's p99 when driven the same way at the same rate, right after the row: the latency of a server that does nothing, on this machine, with the generator beside it. " +
+		"CPU µs/op is the server process's user+system time divided by the requests, at peak (the closed loop) and at half of it (the open loop), where fewer requests share each wake-up and each commit. " +
 		"The HTTP ceiling next to a row is its closed loop measured again right after that row (at most 3 s): this machine's speed can drift by tens of percent within minutes, and the ceiling measured next to a row drifted with it. " +
 		"Machine stalls (in each row's note) are the time in which the machine ran nothing that was ready to run, as a process of the benchmark's own that sleeps 1 ms at a time saw it: lost time that falls at one point of every 100 ms cycle is the machine's host pausing it, and no latency measured then can be shorter.\n\n")
 	if st := r.Storage; st != nil {

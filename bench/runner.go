@@ -81,9 +81,6 @@ func (r *runner) run(ctx context.Context) error {
 	} else if err := r.runScenarios(ctx); err != nil {
 		return err
 	}
-	if err := r.measureLatencyFloors(ctx); err != nil {
-		return err
-	}
 	if r.cfg.retryNoisy {
 		if err := r.remeasureNoisyHTTPCeiling(ctx); err != nil {
 			return err
