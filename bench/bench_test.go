@@ -278,7 +278,7 @@ func TestParseFlags(t *testing.T) {
 	if cfg, err := parseFlags([]string{"-users", "1000000", "-compare-users", "1000"}); err != nil || cfg.compareUsers != 1000 {
 		t.Fatalf("-users 1000000 -compare-users 1000: %v, %+v", err, cfg)
 	}
-	for _, args := range [][]string{{"-scenarios", "nope"}, {"-users", "0"}, {"-db", "mysql"}, {"-wrong", "10"}, {"-pg-pool", "-1"}, {"-sqlite-sync", "off"}, {"stray"},
+	for _, args := range [][]string{{"-scenarios", "nope"}, {"-users", "0"}, {"-db", "mysql"}, {"-wrong", "10"}, {"-wrong", "6"}, {"-pg-pool", "-1"}, {"-sqlite-sync", "off"}, {"stray"},
 		{"-compare-users", "1000"}, {"-users", "5000", "-compare-users", "5000"}, {"-compare-users", "-1"}, {"-compare-users", "10000001"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("parseFlags(%v) succeeded", args)

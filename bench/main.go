@@ -78,7 +78,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.Float64Var(&cfg.openFraction, "fraction", 0.5, "open-loop rate as a fraction of the closed-loop peak")
 	fs.DurationVar(&cfg.storageDur, "storage", 2*time.Second, "measured time of the storage ceiling's CheckPIN mix (its four explanatory workloads get half each)")
 	fs.IntVar(&cfg.pool, "pool", 10000, "users in the check and mix PIN pools (and, up to 4000, in the storage ceiling)")
-	fs.IntVar(&cfg.wrong, "wrong", 1, "check scenario: wrong codes per PIN before the right one (0-9)")
+	fs.IntVar(&cfg.wrong, "wrong", 1, "check scenario: wrong codes per PIN before the right one (0-5)")
 	fs.IntVar(&cfg.totpUsers, "totp-users", 1000, "totp scenario: users given an authenticator app before the first measurement")
 	fs.IntVar(&cfg.openConns, "open-conns", 0, "open loop: keep-alive connections, so most requests in flight (default: -c); later slots queue in the generator, their wait counted in their latency")
 	fs.DurationVar(&cfg.quietWait, "quiet", 5*time.Second, "before each measurement, wait up to this long for other processes to leave the CPUs idle")
@@ -145,8 +145,11 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("-quiet must be between 0 and 10m")
 	case cfg.pool < 1 || cfg.totpUsers < 1 || cfg.openConns < 0 || cfg.openConns > 4096:
 		return nil, fmt.Errorf("-pool and -totp-users must be positive, -open-conns between 0 and 4096")
-	case cfg.wrong < 0 || cfg.wrong > 9:
-		return nil, fmt.Errorf("-wrong must be between 0 and 9 (max_attempts is 10)")
+	case cfg.wrong < 0 || cfg.wrong > 5:
+		// A user may get 18 PINs a minute and fail 100 times in one: 18
+		// PINs of 6 wrong codes each would lock the users out, and their
+		// checks would be answered THROTTLED without a write.
+		return nil, fmt.Errorf("-wrong must be between 0 and 5 (a user's 18 PINs a minute at 6 wrong codes each would pass its failure_limit, 100 a minute)")
 	}
 	return cfg, nil
 }
