@@ -422,17 +422,24 @@ tps = 631.281085 (excluding connections establishing)
 
 func TestPgbenchShareLine(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		pct  float64
-		pool int
-		want string
+		name      string
+		pct, next float64 // next 0: no pgbench run next to the row
+		pool      int
+		want      string
 	}{
-		{"check", 45.4, 64, "- check = 45 % of pgbench's single-row-update rate at 64 clients, Verity on 64 connections (target ≥ 60 %: not met)\n"},
-		{"totp", 60, 64, "- totp = 60 % of pgbench's single-row-update rate at 64 clients, Verity on 64 connections (target ≥ 60 %: met)\n"},
-		{"create", 98, 0, "- create = 98 % of pgbench's single-row-update rate at 64 clients, Verity on its default pool of 4 × GOMAXPROCS connections\n"},
+		{"check", 45.4, 0, 64, "- check = 45 % of pgbench's single-row-update rate at 64 clients, Verity on 64 connections (target ≥ 60 %: not met)\n"},
+		{"totp", 60, 0, 64, "- totp = 60 % of pgbench's single-row-update rate at 64 clients, Verity on 64 connections (target ≥ 60 %: met)\n"},
+		{"create", 98, 0, 0, "- create = 98 % of pgbench's single-row-update rate at 64 clients, Verity on its default pool of 4 × GOMAXPROCS connections\n"},
+		// The verdict follows the run next to the row, either way.
+		{"check", 55, 61, 0, "- check = 55 % of pgbench's single-row-update rate at 64 clients, 61 % of its run next to the row (12,000 tps), Verity on its default pool of 4 × GOMAXPROCS connections (target ≥ 60 %: met)\n"},
+		{"totp", 65, 59.4, 8, "- totp = 65 % of pgbench's single-row-update rate at 64 clients, 59 % of its run next to the row (12,000 tps), Verity on 8 connections (target ≥ 60 %: not met)\n"},
 	} {
-		if got := pgbenchShareLine(tc.name, tc.pct, 64, tc.pool); got != tc.want {
-			t.Errorf("pgbenchShareLine(%s, %v) = %q, want %q", tc.name, tc.pct, got, tc.want)
+		s := scenarioResult{Name: tc.name, PctPgbench: &tc.pct}
+		if tc.next > 0 {
+			s.PctAdjacentPgbench, s.AdjacentPgbench = &tc.next, &pgbenchResult{TPS: 12000}
+		}
+		if got := pgbenchShareLine(s, 64, tc.pool); got != tc.want {
+			t.Errorf("pgbenchShareLine(%s, %v, %v) = %q, want %q", tc.name, tc.pct, tc.next, got, tc.want)
 		}
 	}
 }

@@ -372,6 +372,14 @@ func (r *runner) runRow(ctx context.Context, spec rowSpec, ds *dataset) (scenari
 		case err != nil:
 			res.Notes = append(res.Notes, "the HTTP ceiling next to it, or its latency floor, failed: "+firstLine(err.Error()))
 		}
+		pb, err := r.measureAdjacentPgbench(ctx, name)
+		res.AdjacentPgbench = pb
+		switch {
+		case ctx.Err() != nil:
+			return res, ctx.Err()
+		case err != nil:
+			res.Notes = append(res.Notes, "pgbench next to it failed: "+firstLine(err.Error()))
+		}
 	}
 	return res, nil
 }

@@ -80,7 +80,12 @@ type scenarioResult struct {
 	// after this row, and PctAdjacent the row's peak as a share of it.
 	AdjacentCeiling *phaseJSON `json:"adjacent_http_ceiling,omitempty"`
 	PctAdjacent     float64    `json:"pct_of_adjacent_http_ceiling,omitempty"`
-	Notes           []string   `json:"notes,omitempty"`
+	// AdjacentPgbench is pgbench's single-row update run again right
+	// after this row (PostgreSQL; the check and totp rows, whose target it
+	// is), and PctAdjacentPgbench the row's peak as a share of it.
+	AdjacentPgbench    *pgbenchResult `json:"adjacent_pgbench,omitempty"`
+	PctAdjacentPgbench *float64       `json:"pct_of_adjacent_pgbench,omitempty"`
+	Notes              []string       `json:"notes,omitempty"`
 }
 
 func newScenarioResult(name, description string, m measurement, rss int64) scenarioResult {
@@ -171,6 +176,10 @@ func (r *results) finish() {
 		}
 		if s.AdjacentCeiling != nil {
 			s.PctAdjacent = 100 * ratio(s.Peak, s.AdjacentCeiling.OpsPerSec)
+		}
+		if pb := s.AdjacentPgbench; pb != nil && pb.TPS > 0 && s.Peak > 0 {
+			pct := 100 * s.Peak / pb.TPS
+			s.PctAdjacentPgbench = &pct
 		}
 	}
 	if r.HTTPCeiling != nil && r.Storage != nil {
@@ -279,7 +288,7 @@ func (r *results) markdown() string {
 		pool, _ := r.Config["pg_pool"].(int)
 		for _, s := range r.Scenarios {
 			if s.PctPgbench != nil {
-				b.WriteString(pgbenchShareLine(s.Name, *s.PctPgbench, pb.Clients, pool))
+				b.WriteString(pgbenchShareLine(s, pb.Clients, pool))
 			}
 		}
 	}
