@@ -2,9 +2,11 @@ package main_test
 
 import (
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -81,6 +83,35 @@ func TestServe(t *testing.T) {
 		_, stderr, err := runVerity(t, t.TempDir(), "serve", "--addr", "127.0.0.1:0")
 		if err == nil || !strings.Contains(stderr, "--sms-webhook") {
 			t.Fatalf("serve = %v, %q", err, stderr)
+		}
+	})
+
+	t.Run("settings that cannot work are refused in one line, before anything is created", func(t *testing.T) {
+		for _, arg := range []string{
+			"--addr=",
+			"--data-dir=",
+			"--shutdown-timeout=0s",
+			"--shutdown-timeout=-1s",
+			"--janitor-interval=0s",
+			"--janitor-interval=-1m",
+			"--read-header-timeout=-5s",
+			"--sms-webhook-timeout=0s",
+			"--sms-webhook-timeout=26s",
+		} {
+			flag, _, _ := strings.Cut(arg, "=")
+			dir := t.TempDir()
+			_, stderr, err := runVerity(t, dir, "serve", "--addr", "127.0.0.1:0", "--dev", arg)
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Fatalf("serve %s = %v, want exit status 1; stderr:\n%s", arg, err, stderr)
+			}
+			line := strings.TrimSpace(stderr)
+			if strings.Count(line, "\n") != 0 || !strings.HasPrefix(line, "verity: "+flag+" must") {
+				t.Fatalf("serve %s: stderr %q, want one line naming %s", arg, stderr, flag)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Fatalf("serve %s created %d files in its folder before refusing", arg, len(entries))
+			}
 		}
 	})
 

@@ -39,7 +39,40 @@ type serveCmd struct {
 	PINHashByPIN          bool          `name:"pin-hash-by-pin" env:"VERITY_PIN_HASH_BY_PIN" help:"Hash new PINs by their id, as releases before user-keyed PIN hashes did, while nodes of such a release still serve the same database (see docs/scaling.md, rolling upgrades)."`
 }
 
+// writeTimeout bounds how long the server may take to answer a request. A
+// start waits for its SMS delivery, so the webhook's time limit must end
+// well within it (maxSendTimeout).
+const (
+	writeTimeout   = 30 * time.Second
+	maxSendTimeout = 25 * time.Second
+)
+
+// validate refuses settings that would start a server that cannot work as
+// asked: each with one line naming the flag, before anything is created.
+func (c *serveCmd) validate() error {
+	invalid := func(format string, args ...any) error { return verity.Errorf(verity.EINVALID, format, args...) }
+	switch {
+	case strings.TrimSpace(c.Addr) == "":
+		return invalid("--addr must not be empty (e.g. 127.0.0.1:8080, or :8080 for every interface)")
+	case c.DataDir == "" && (c.DB == "" || c.SecretKeyFile == "" || c.SeedKeysFile == ""):
+		return invalid("--data-dir must not be empty while it holds the database or a key file")
+	case c.ShutdownTimeout <= 0:
+		return invalid("--shutdown-timeout must be positive, not %s", c.ShutdownTimeout)
+	case c.JanitorInterval <= 0:
+		return invalid("--janitor-interval must be positive, not %s", c.JanitorInterval)
+	case c.ReadHeaderTimeoutFlag <= 0:
+		return invalid("--read-header-timeout must be positive, not %s", c.ReadHeaderTimeoutFlag)
+	case c.SMSWebhookTimeout <= 0 || c.SMSWebhookTimeout > maxSendTimeout:
+		return invalid("--sms-webhook-timeout must be more than 0 and at most %s (a start answers within %s), not %s",
+			maxSendTimeout, writeTimeout, c.SMSWebhookTimeout)
+	}
+	return nil
+}
+
 func (c *serveCmd) Run(ctx context.Context) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
 	format := c.LogFormat
 	if format == "" && c.Dev {
 		format = "text"
@@ -66,6 +99,9 @@ func (c *serveCmd) Run(ctx context.Context) error {
 	tuneGC()
 
 	a := app.New(store, sender, keys, log)
+	// The app's own bound on a delivery must not cut a webhook short that
+	// --sms-webhook-timeout allows more time.
+	a.SendTimeout = max(a.SendTimeout, c.SMSWebhookTimeout)
 	a.Seeds = seeds
 	a.PINHashByPIN = c.PINHashByPIN
 	if c.Dev {
@@ -86,7 +122,7 @@ func (c *serveCmd) Run(ctx context.Context) error {
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: c.ReadHeaderTimeoutFlag,
 		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      30 * time.Second, // above the SMS send timeout: a start waits for delivery
+		WriteTimeout:      writeTimeout, // above the SMS send timeout: a start waits for delivery
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
