@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -50,18 +51,31 @@ func main() {
 	defer stop()
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	if err := kctx.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "verity: %s\n", describe(err))
+		fmt.Fprintf(os.Stderr, "verity: %s\n", describe(err, newRedactor(os.Args[1:], os.Environ())))
 		os.Exit(1)
 	}
 }
 
 // describe renders an error for a terminal: the safe message of a
-// verity.Error, or the whole chain of anything else.
-func describe(err error) string {
-	if code := verity.ErrorCode(err); code != verity.EINTERNAL {
-		return verity.ErrorMessage(err)
+// verity.Error followed by its cause (an operator needs to see why the
+// database is unavailable), or the whole chain of anything else; r keeps
+// the secrets the process was given out of either.
+func describe(err error, r *redactor) string {
+	var e *verity.Error
+	if code := verity.ErrorCode(err); code == verity.EINTERNAL || !errors.As(err, &e) {
+		if r.withhold {
+			return "internal error" + withheld
+		}
+		return r.redact(err.Error())
 	}
-	return err.Error()
+	msg := verity.ErrorMessage(err)
+	switch {
+	case e.Err == nil:
+		return msg
+	case r.withhold:
+		return msg + withheld
+	}
+	return r.redact(msg + ": " + e.Err.Error())
 }
 
 // openStore opens and migrates the configured database; log (nil: none)
