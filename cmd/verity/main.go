@@ -42,18 +42,46 @@ type dbFlags struct {
 
 func main() {
 	var c cli
-	kctx := kong.Parse(&c,
+	parser := kong.Must(&c,
 		kong.Name("verity"),
 		kong.Description("Verity: a self-hostable phone-number and two-factor verification server, compatible with Messente's Verigator API."),
-		kong.UsageOnError(),
 	)
+	secrets := newRedactor(os.Args[1:], os.Environ())
+	kctx, err := parser.Parse(os.Args[1:])
+	if err != nil {
+		// One line and where to read more: the full usage (75 lines, on
+		// stdout) buried the error that kong.UsageOnError printed after it.
+		fmt.Fprintf(os.Stderr, "verity: %s (see `%s --help`)\n", secrets.redact(err.Error()), commandPath(err))
+		os.Exit(exitCode(err))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	if err := kctx.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "verity: %s\n", describe(err, newRedactor(os.Args[1:], os.Environ())))
+		fmt.Fprintf(os.Stderr, "verity: %s\n", describe(err, secrets))
 		os.Exit(1)
 	}
+}
+
+// commandPath names the command a parse error belongs to ("verity serve"),
+// or "verity" when none was chosen.
+func commandPath(err error) string {
+	var perr *kong.ParseError
+	if errors.As(err, &perr) && perr.Context != nil {
+		if cmd := perr.Context.Selected(); cmd != nil {
+			return cmd.FullPath()
+		}
+	}
+	return "verity"
+}
+
+// exitCode is kong's status for err: 80 (a usage error) for a parse error.
+func exitCode(err error) int {
+	var coder kong.ExitCoder
+	if errors.As(err, &coder) {
+		return coder.ExitCode()
+	}
+	return 1
 }
 
 // describe renders an error for a terminal: the safe message of a

@@ -190,3 +190,33 @@ func logLinesOnly(s string) string {
 	}
 	return b.String()
 }
+
+// TestUsageErrorsTakeOneLine: a misspelt flag or a missing argument is
+// answered with one line on stderr that names the mistake and the command's
+// help, not the whole usage (75 lines) before it.
+func TestUsageErrorsTakeOneLine(t *testing.T) {
+	for _, tc := range []struct {
+		args      []string
+		want, see string
+	}{
+		{[]string{"serve", "--bogus"}, "unknown flag --bogus", "verity serve --help"},
+		{[]string{"account", "create"}, `expected "<name>"`, "verity account create --help"},
+		{[]string{"nosuchcommand"}, "unexpected argument nosuchcommand", "verity --help"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			stdout, stderr, err := runVerity(t, t.TempDir(), tc.args...)
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+				t.Fatalf("exit = %v, want a non-zero status", err)
+			}
+			if stdout != "" {
+				t.Errorf("stdout = %d lines, want none:\n%s", strings.Count(stdout, "\n"), stdout)
+			}
+			line := strings.TrimSuffix(stderr, "\n")
+			if strings.Contains(line, "\n") || !strings.HasPrefix(line, "verity: ") ||
+				!strings.Contains(line, tc.want) || !strings.Contains(line, tc.see) {
+				t.Errorf("stderr = %q, want one line naming %q and %q", stderr, tc.want, tc.see)
+			}
+		})
+	}
+}
