@@ -3,6 +3,7 @@ package main_test
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -161,7 +162,8 @@ func TestServe(t *testing.T) {
 }
 
 func TestProfilerListener(t *testing.T) {
-	s := startServer(t, t.TempDir(), "--dev", "--dev-sink", "discard", "--debug-addr", "127.0.0.1:0")
+	const secret = "cmdline-secret-0123456789"
+	s := startServer(t, t.TempDir(), "--dev", "--dev-sink", "discard", "--debug-addr", "127.0.0.1:0", "--sms-webhook-secret", secret)
 	m := regexp.MustCompile(`"msg":"profiler listening","addr":"([^"]+)"`).FindStringSubmatch(s.Stderr())
 	if m == nil {
 		t.Fatalf("no profiler address logged:\n%s", s.Stderr())
@@ -176,6 +178,18 @@ func TestProfilerListener(t *testing.T) {
 	}
 	if status, _ := call(t, http.DefaultClient, s.URL, "", "GET", "/debug/pprof/", nil); status != 404 {
 		t.Fatalf("the API address serves the profiler (status %d), want 404", status)
+	}
+
+	// The command line may hold secrets (the webhook's, a postgres:// URL's
+	// password): the profiler must not show it.
+	resp, err = http.Get("http://" + m[1] + "/debug/pprof/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 404 || strings.Contains(string(body), secret) {
+		t.Fatalf("/debug/pprof/cmdline = %d %q, want 404 without the command line", resp.StatusCode, body)
 	}
 }
 

@@ -222,8 +222,9 @@ func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
 		return nil, fmt.Errorf("debug listener: %w", err)
 	}
 	mux := http.NewServeMux()
+	// No /debug/pprof/cmdline: the command line may hold the webhook secret
+	// or a postgres:// URL's password. (pprof.Index answers it 404.)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
