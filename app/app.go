@@ -38,7 +38,8 @@ type App struct {
 	PINHashByPIN bool
 }
 
-// New returns an App. log may be nil.
+// New returns an App. log may be nil. What the app logs while it serves a
+// request is logged with the request's context (see httpapi.LogHandler).
 func New(store verity.Store, sender verity.Sender, keys *Keys, log *slog.Logger) *App {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -158,19 +158,19 @@ func (a *App) sendPIN(ctx context.Context, svc *verity.Service, userID string) (
 		defer cancel()
 		if errors.Is(err, verity.ErrMaybeDelivered) {
 			if aerr := a.store.ExpirePIN(abortCtx, pin.UserID, pin.ID, a.Now().Truncate(time.Microsecond)); aerr != nil {
-				a.log.Error("expire pin after a send of unknown outcome", "pin_id", pin.ID, "err", aerr)
+				a.log.ErrorContext(abortCtx, "expire pin after a send of unknown outcome", "pin_id", pin.ID, "err", aerr)
 			}
 		} else if aerr := a.store.AbortPIN(abortCtx, pin.UserID, pin.ID); aerr != nil {
-			a.log.Error("abort pin after failed send", "pin_id", pin.ID, "err", aerr)
+			a.log.ErrorContext(abortCtx, "abort pin after failed send", "pin_id", pin.ID, "err", aerr)
 		}
-		a.log.Warn("sms delivery failed", "message", msg, "err", err)
+		a.log.WarnContext(ctx, "sms delivery failed", "message", msg, "err", err)
 		var verr *verity.Error
 		if errors.As(err, &verr) && (verr.Code == verity.EUPSTREAM || verr.Code == verity.EUNAVAILABLE) {
 			return Started{}, err
 		}
 		return Started{}, &verity.Error{Code: verity.EUNAVAILABLE, Message: "sms delivery failed", Err: err}
 	}
-	a.log.Info("pin sent", "message", msg)
+	a.log.InfoContext(ctx, "pin sent", "message", msg)
 	return Started{Method: MethodSMS, AuthID: pin.ID}, nil
 }
 

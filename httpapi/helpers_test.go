@@ -266,7 +266,7 @@ func newEnvOn(tb testing.TB, db *sqlite.DB, wrap func(*sqlite.DB) verity.Store) 
 	gw := newGateway(tb, clock)
 	sw := &senderSwitch{s: newWebhookSender(tb, gw.srv.URL+"/sms", clock)}
 	logs := &syncBuffer{}
-	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{
+	log := slog.New(httpapi.LogHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{
 		Level: slog.LevelDebug,
 		// Wall-clock nanoseconds could spell a PIN by chance; the log test must not flake.
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
@@ -275,7 +275,7 @@ func newEnvOn(tb testing.TB, db *sqlite.DB, wrap func(*sqlite.DB) verity.Store) 
 			}
 			return a
 		},
-	}))
+	})))
 	a := app.New(store, sw, keys, log)
 	a.Now = clock.Now
 	seeds, err := secretbox.OpenFileKeyring(filepath.Join(tb.TempDir(), "seed-keys.json"), true)

@@ -64,9 +64,10 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 }
 
 // TestLogLinesCarryTheRequest: a request's access line names its id, route
-// pattern and status, and a failure logged while it ran carries the same
-// id, so the two can be joined. The middleware keeps these in the
-// ResponseWriter the handlers get, not in the request's context.
+// pattern, status and client address, and a failure logged while it ran,
+// by the error sink or by the app, carries the same id, so the lines can be
+// joined. The middleware keeps these in the ResponseWriter the handlers
+// get, and the app finds the id through the request's context.
 func TestLogLinesCarryTheRequest(t *testing.T) {
 	e := newEnv(t)
 	auth, sid, uid := e.serviceUser()
@@ -76,13 +77,15 @@ func TestLogLinesCarryTheRequest(t *testing.T) {
 	req := httptest.NewRequest("POST", authPath(sid, uid), strings.NewReader(`{"method": "sms"}`))
 	req.Header.Set("X-Service-Auth", auth)
 	req.Header.Set("X-Request-Id", "trace-me-42")
+	req.Header.Set("X-Forwarded-For", "203.0.113.9") // anyone can send it: not the client's address
+	req.RemoteAddr = "198.51.100.7:40123"
 	rec := httptest.NewRecorder()
 	e.handler.ServeHTTP(rec, req)
 	if rec.Code != http.StatusBadGateway {
 		t.Fatalf("start with a failing gateway = %d %s, want 502", rec.Code, rec.Body)
 	}
 
-	var failure, access map[string]any
+	var failure, delivery, access map[string]any
 	for _, line := range strings.Split(strings.TrimSpace(e.logs.String()), "\n") {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
@@ -91,6 +94,8 @@ func TestLogLinesCarryTheRequest(t *testing.T) {
 		switch m["msg"] {
 		case "request failed":
 			failure = m
+		case "sms delivery failed": // the app's line
+			delivery = m
 		case "request":
 			if m["request_id"] == "trace-me-42" {
 				access = m
@@ -100,8 +105,19 @@ func TestLogLinesCarryTheRequest(t *testing.T) {
 	if failure == nil || failure["request_id"] != "trace-me-42" || failure["status"] != float64(http.StatusBadGateway) {
 		t.Errorf("the failure's log line = %v, want request_id trace-me-42 and status 502", failure)
 	}
+	if delivery == nil || delivery["request_id"] != "trace-me-42" {
+		t.Errorf("the app's delivery failure line = %v, want request_id trace-me-42", delivery)
+	}
 	wantRoute := "POST /v1/service/service/{sid}/users/{uid}/auth"
 	if access == nil || access["route"] != wantRoute || access["status"] != float64(http.StatusBadGateway) || access["method"] != "POST" {
 		t.Errorf("the access line = %v, want route %q, method POST and status 502", access, wantRoute)
+	}
+	if access == nil || access["remote_addr"] != req.RemoteAddr {
+		t.Errorf("the access line = %v, want remote_addr %q (the connection's, not X-Forwarded-For)", access, req.RemoteAddr)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(e.logs.String()), "\n") {
+		if strings.Count(line, `"request_id"`) > 1 {
+			t.Errorf("a log line names its request id twice: %s", line)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -15,14 +16,66 @@ import (
 // requestLog is what the middleware keeps for one request, in the
 // ResponseWriter every handler is given: its id, the base logger, the route
 // pattern the mux matched (filled in by the route), and the status written,
-// for the access line. One allocation per request, where a context value
-// took a new context and a copy of the request as well.
+// for the access line. It also holds what would otherwise each cost an
+// allocation per request: the request's context as handlers see it, the
+// X-Request-Id header's value, and the access line's attributes past the
+// five a slog.Record holds inline.
 type requestLog struct {
 	http.ResponseWriter
-	log    *slog.Logger
-	id     string
-	route  string
-	status int
+	ctx      requestContext
+	log      *slog.Logger
+	id       string
+	idHeader [1]string
+	tail     [2]slog.Attr
+	route    string
+	status   int
+}
+
+// requestContext is the request's own context, through which the app's log
+// lines find the request they belong to (LogHandler). It lives inside the
+// requestLog; the request copy that carries it costs the allocation the
+// X-Request-Id header's value no longer does.
+type requestContext struct {
+	context.Context
+	rl *requestLog
+}
+
+// requestLogKey finds a request's requestLog in its context.
+type requestLogKey struct{}
+
+// Value answers requestLogKey with the request's requestLog and anything
+// else as the request's own context does (which also keeps contexts derived
+// from it, with WithTimeout say, on the parent's cancellation without a
+// goroutine of their own).
+func (c *requestContext) Value(key any) any {
+	if key == (requestLogKey{}) {
+		return c.rl
+	}
+	return c.Context.Value(key)
+}
+
+// LogHandler returns h adding "request_id" to every record logged with the
+// context of a request the API serves: the app logs with it (a failed
+// delivery, a PIN sent), and those lines must join the request's access
+// line. Give the app a logger with it.
+func LogHandler(h slog.Handler) slog.Handler { return requestIDHandler{h} }
+
+type requestIDHandler struct{ slog.Handler }
+
+func (h requestIDHandler) Handle(ctx context.Context, rec slog.Record) error {
+	if rl, ok := ctx.Value(requestLogKey{}).(*requestLog); ok {
+		rec = rec.Clone() // the caller's record may share its attributes' storage
+		rec.AddAttrs(slog.String("request_id", rl.id))
+	}
+	return h.Handler.Handle(ctx, rec)
+}
+
+func (h requestIDHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return requestIDHandler{h.Handler.WithAttrs(as)}
+}
+
+func (h requestIDHandler) WithGroup(name string) slog.Handler {
+	return requestIDHandler{h.Handler.WithGroup(name)}
 }
 
 // requestLogOf returns the request's requestLog, if w is (or wraps) one.
@@ -67,9 +120,10 @@ func (rl *requestLog) Write(b []byte) (int, error) {
 func (rl *requestLog) Unwrap() http.ResponseWriter { return rl.ResponseWriter }
 
 // withRequestLog gives each request an id (the caller's X-Request-Id when it
-// is sane), a logger carrying it, and one access log line. The line holds
-// the route pattern, never headers or bodies, so no credential or PIN can
-// reach it.
+// is sane), a logger and a context carrying it, and one access log line. The
+// line holds the route pattern and the client's address (the connection's
+// peer: X-Forwarded-For is anyone's to write), never headers or bodies, so
+// no credential or PIN can reach it.
 func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -77,13 +131,22 @@ func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
 		if !saneRequestID(id) {
 			id = newRequestID()
 		}
-		w.Header()["X-Request-Id"] = []string{id} // canonical already: Set would check it again
 		rl := &requestLog{ResponseWriter: w, log: log, id: id}
-		next.ServeHTTP(rl, r)
+		rl.ctx = requestContext{Context: r.Context(), rl: rl}
+		rl.idHeader[0] = id
+		w.Header()["X-Request-Id"] = rl.idHeader[:] // canonical already: Set would check it again
+		next.ServeHTTP(rl, r.WithContext(&rl.ctx))
 		if log.Enabled(r.Context(), slog.LevelInfo) {
+			// The last attributes ride in a group without a key, which
+			// handlers write inline: its storage is rl's, where a sixth
+			// attribute of the record's own would take an allocation.
+			rl.tail = [...]slog.Attr{
+				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+				slog.String("remote_addr", r.RemoteAddr),
+			}
 			log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("request_id", id),
 				slog.String("method", r.Method), slog.String("route", rl.route), slog.Int("status", rl.status),
-				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000))
+				slog.Attr{Value: slog.GroupValue(rl.tail[:]...)})
 		}
 	})
 }

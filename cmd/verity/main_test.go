@@ -147,6 +147,21 @@ func TestServe(t *testing.T) {
 		if strings.Contains(logLinesOnly(s.Stderr()), pin) || strings.Contains(s.Stderr(), "+3725555555") {
 			t.Fatalf("the server log holds the PIN or the full phone number:\n%s", s.Stderr())
 		}
+		// The app's line about the start joins the start's access line.
+		var sent, access struct {
+			RequestID string `json:"request_id"`
+		}
+		for _, line := range strings.Split(logLinesOnly(s.Stderr()), "\n") {
+			switch {
+			case strings.Contains(line, `"msg":"pin sent"`):
+				json.Unmarshal([]byte(line), &sent)
+			case strings.Contains(line, `"msg":"request"`) && strings.Contains(line, `"route":"POST /v1/service/service/{sid}/users/{uid}/auth"`):
+				json.Unmarshal([]byte(line), &access)
+			}
+		}
+		if sent.RequestID == "" || sent.RequestID != access.RequestID {
+			t.Fatalf("the pin sent line's request_id = %q, the start's access line's = %q: want the same id", sent.RequestID, access.RequestID)
+		}
 		if err := s.Stop(); err != nil {
 			t.Fatalf("graceful stop: %v\n%s", err, s.Stderr())
 		}

@@ -77,7 +77,8 @@ func (c *serveCmd) Run(ctx context.Context) error {
 	if format == "" && c.Dev {
 		format = "text"
 	}
-	log := newLogger(os.Stderr, format, c.LogLevel)
+	// LogHandler: what the app logs while serving a request names its id.
+	log := slog.New(httpapi.LogHandler(newLogger(os.Stderr, format, c.LogLevel).Handler()))
 
 	sender, devMessages, err := c.sender()
 	if err != nil {
