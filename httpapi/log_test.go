@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/sqlite"
 )
 
 // TestLogsHoldNoSecrets runs every kind of request, successes and failures,
@@ -119,5 +123,44 @@ func TestLogLinesCarryTheRequest(t *testing.T) {
 		if strings.Count(line, `"request_id"`) > 1 {
 			t.Errorf("a log line names its request id twice: %s", line)
 		}
+	}
+}
+
+// panickingStore panics where the readiness check pings the database.
+type panickingStore struct{ verity.Store }
+
+func (panickingStore) Ping(context.Context) error { panic("injected panic in Ping") }
+
+// TestPanicsAreLoggedWithTheirStack: a panic in a handler is answered with
+// the JSON 500 every other internal error gets, and logged with the
+// request's id and the stack that led to it, which names the function that
+// panicked.
+func TestPanicsAreLoggedWithTheirStack(t *testing.T) {
+	e := newEnvWith(t, func(db *sqlite.DB) verity.Store { return panickingStore{db} })
+	req := httptest.NewRequest("GET", "/readyz", nil)
+	req.Header.Set("X-Request-Id", "panic-7")
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	var body map[string]any
+	if rec.Code != http.StatusInternalServerError || json.Unmarshal(rec.Body.Bytes(), &body) != nil || body["message"] != "internal error" {
+		t.Fatalf("a panicking request = %d %s, want a JSON 500 with message \"internal error\"", rec.Code, rec.Body)
+	}
+
+	var panicked map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(e.logs.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if m["msg"] == "panic" {
+			panicked = m
+		}
+	}
+	if panicked == nil || panicked["request_id"] != "panic-7" || panicked["value"] != "injected panic in Ping" {
+		t.Fatalf("the panic's log line = %v, want request_id panic-7 and the panic's value", panicked)
+	}
+	stack, _ := panicked["stack"].(string)
+	if !strings.Contains(stack, "goroutine ") || !strings.Contains(stack, "panickingStore.Ping") {
+		t.Fatalf("the panic's stack = %q, want a goroutine trace through panickingStore.Ping", stack)
 	}
 }

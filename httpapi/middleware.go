@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -171,7 +172,9 @@ func newRequestID() string {
 	return string(text[:])
 }
 
-// withRecover answers a panic with a JSON 500 instead of a dropped connection.
+// withRecover answers a panic with a JSON 500 instead of a dropped
+// connection, and logs it with the stack that led to it: the value alone
+// seldom says where the bug is.
 func withRecover(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
@@ -179,7 +182,7 @@ func withRecover(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				loggerFor(w).Error("panic", "value", v)
+				loggerFor(w).Error("panic", "value", v, "stack", string(debug.Stack()))
 				Error(w, r, &verity.Error{Code: verity.EINTERNAL, Op: "panic"})
 			}
 		}()
