@@ -23,6 +23,8 @@ import (
 
 // cli is the whole command line; every flag has a VERITY_… environment twin.
 type cli struct {
+	Version kong.VersionFlag `name:"version" help:"Print the version (module version, git revision, Go version) and exit."`
+
 	Serve   serveCmd   `cmd:"" help:"Run the API server."`
 	Account accountCmd `cmd:"" help:"Manage API accounts."`
 	Migrate migrateCmd `cmd:"" help:"Apply database schema migrations."`
@@ -45,6 +47,7 @@ func main() {
 	parser := kong.Must(&c,
 		kong.Name("verity"),
 		kong.Description("Verity: a self-hostable phone-number and two-factor verification server, compatible with Messente's Verigator API."),
+		kong.Vars{"version": "verity " + version()},
 	)
 	secrets := newRedactor(os.Args[1:], os.Environ())
 	kctx, err := parser.Parse(os.Args[1:])

@@ -249,3 +249,55 @@ func TestUsageErrorsTakeOneLine(t *testing.T) {
 		})
 	}
 }
+
+// TestVersion: --version prints what the toolchain recorded in the binary
+// (`go version -m` reads the same): the module version, the git revision and
+// a dirty tree when stamped, the Go version; serve's startup line says it too.
+func TestVersion(t *testing.T) {
+	stdout, stderr, err := runVerity(t, t.TempDir(), "--version")
+	if err != nil {
+		t.Fatalf("--version: %v %s", err, stderr)
+	}
+	line := strings.TrimSuffix(stdout, "\n")
+	if !strings.HasPrefix(line, "verity ") || strings.Contains(line, "\n") {
+		t.Fatalf("--version printed %q, want one line starting with \"verity \"", stdout)
+	}
+	out, err := exec.Command("go", "version", "-m", verityBin).Output()
+	if err != nil {
+		t.Fatalf("go version -m: %v", err)
+	}
+	goVersion, info, _ := strings.Cut(string(out), "\n") // "<path>: go1.x.y", then the settings
+	want := []string{goVersion[strings.LastIndex(goVersion, " ")+1:]}
+	for _, l := range strings.Split(info, "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 3 && f[0] == "mod":
+			want = append(want, f[2])
+		case len(f) == 2 && f[0] == "build" && strings.HasPrefix(f[1], "vcs.revision="):
+			want = append(want, "revision "+strings.TrimPrefix(f[1], "vcs.revision="))
+		case len(f) == 2 && f[0] == "build" && f[1] == "vcs.modified=true":
+			want = append(want, "dirty")
+		}
+	}
+	if len(want) < 2 {
+		t.Fatalf("go version -m gave no module and Go version:\n%s", out)
+	}
+	for _, w := range want {
+		if !strings.Contains(line, w) {
+			t.Errorf("--version = %q, want it to hold %q (go version -m: %v)", line, w, want)
+		}
+	}
+
+	s := startServer(t, t.TempDir(), "--dev", "--dev-sink", "discard")
+	var listening struct {
+		Version string `json:"version"`
+	}
+	for _, l := range strings.Split(s.Stderr(), "\n") {
+		if strings.Contains(l, `"msg":"verity listening"`) {
+			json.Unmarshal([]byte(l), &listening)
+		}
+	}
+	if got := "verity " + listening.Version; got != line {
+		t.Errorf("the startup line's version = %q, want %q as --version says", listening.Version, strings.TrimPrefix(line, "verity "))
+	}
+}

@@ -143,7 +143,7 @@ func (c *serveCmd) Run(ctx context.Context) error {
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("verity listening", "addr", ln.Addr().String(), "dev", c.Dev)
+	log.Info("verity listening", "addr", ln.Addr().String(), "dev", c.Dev, "version", version())
 
 	select {
 	case err := <-errc:
