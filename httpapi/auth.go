@@ -20,6 +20,7 @@ func (s *Server) startAuth(w http.ResponseWriter, r *http.Request, acct *verity.
 		Error(w, r, err)
 		return
 	}
+	noteOutcome(w, started.Method, "") // "totp" may have fallen back to "sms"
 	writeJSONBytes(w, http.StatusOK, startBody(started.Method, started.AuthID))
 }
 
@@ -87,6 +88,7 @@ func (s *Server) checkAuth(w http.ResponseWriter, r *http.Request, acct *verity.
 		Error(w, r, err)
 		return
 	}
+	noteOutcome(w, res.Result, "")
 	writeJSONBytes(w, http.StatusOK, body)
 }
 

@@ -44,6 +44,7 @@ func Error(w http.ResponseWriter, r *http.Request, err error) {
 		// The client gave up (or the server is shutting down): nobody reads
 		// this answer, and it is not a server fault worth an error log.
 		loggerFor(w).Info("request abandoned by the client", "err", err)
+		noteOutcome(w, verity.EUNAVAILABLE, "request abandoned")
 		writeJSON(w, statusClientClosed, errorBody{Message: "request abandoned", Code: verity.EUNAVAILABLE})
 		return
 	}
@@ -54,6 +55,7 @@ func Error(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusInternalServerError {
 		body.Message, body.Code = "internal error", verity.EINTERNAL
 	}
+	noteOutcome(w, body.Code, body.Message)
 	var verr *verity.Error
 	if errors.As(err, &verr) && verr.RetryAfter > 0 {
 		body.RetryAfter = int(verr.RetryAfter.Seconds())

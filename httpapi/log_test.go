@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/httpapi"
 	"github.com/verityhq/verity/sqlite"
 )
 
@@ -162,5 +164,59 @@ func TestPanicsAreLoggedWithTheirStack(t *testing.T) {
 	stack, _ := panicked["stack"].(string)
 	if !strings.Contains(stack, "goroutine ") || !strings.Contains(stack, "panickingStore.Ping") {
 		t.Fatalf("the panic's stack = %q, want a goroutine trace through panickingStore.Ping", stack)
+	}
+}
+
+// TestDebugLevelLogsTheOutcome: at debug level a request's access line
+// also says what the app decided (a start's method, a check's result, a
+// failure's code) and, for a failure, the message the caller got; at info
+// level the line is as before.
+func TestDebugLevelLogsTheOutcome(t *testing.T) {
+	e := newEnv(t) // logs at debug level
+	auth, sid, uid := e.serviceUser()
+	_, pin := e.startSMS(auth, sid, uid)
+	wantCheck(t, e.check(auth, sid, uid, wrongPIN(pin, 0)), false, "INVALID")
+	wantStatus(t, e.do(auth, "POST", usersPath(sid), map[string]any{"id_in_service": "b", "phone_number": "5555555"}),
+		http.StatusUnprocessableEntity)
+
+	accessLines := func(logs string) []map[string]any {
+		var lines []map[string]any
+		for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("log line %q: %v", line, err)
+			}
+			if m["msg"] == "request" {
+				lines = append(lines, m)
+			}
+		}
+		return lines
+	}
+	lines := accessLines(e.logs.String())
+	if len(lines) < 3 {
+		t.Fatalf("%d access lines, want at least 3:\n%s", len(lines), e.logs.String())
+	}
+	last := lines[len(lines)-3:]
+	for i, want := range []struct{ outcome, message string }{
+		{"sms", ""},
+		{"INVALID", ""},
+		{verity.EINVALID, "phone_number must be in international format, starting with + and the country code"},
+	} {
+		if last[i]["outcome"] != want.outcome {
+			t.Errorf("access line %v: outcome = %v, want %q", last[i], last[i]["outcome"], want.outcome)
+		}
+		if got, _ := last[i]["error"].(string); got != want.message {
+			t.Errorf("access line %v: error = %q, want %q", last[i], got, want.message)
+		}
+	}
+
+	infoLogs := &syncBuffer{}
+	info := httpapi.NewServer(e.app, slog.New(slog.NewJSONHandler(infoLogs, nil))).Handler()
+	req := httptest.NewRequest("PUT", authPath(sid, uid), strings.NewReader(`{"token": "`+wrongPIN(pin, 1)+`"}`))
+	req.Header.Set("X-Service-Auth", auth)
+	info.ServeHTTP(httptest.NewRecorder(), req)
+	lines = accessLines(infoLogs.String())
+	if len(lines) != 1 || lines[0]["outcome"] != nil || lines[0]["error"] != nil || lines[0]["route"] == nil {
+		t.Errorf("at info level the access lines = %v, want one, without outcome or error", lines)
 	}
 }

@@ -27,9 +27,21 @@ type requestLog struct {
 	log      *slog.Logger
 	id       string
 	idHeader [1]string
-	tail     [2]slog.Attr
+	tail     [4]slog.Attr
 	route    string
 	status   int
+	// outcome and message are what the app decided (a check's result, the
+	// method a start used, an error's code and the message its caller got),
+	// for the access line at debug level. Both are strings that exist
+	// anyway: noting them costs nothing.
+	outcome, message string
+}
+
+// noteOutcome records what the app decided about the request.
+func noteOutcome(w http.ResponseWriter, outcome, message string) {
+	if rl := requestLogOf(w); rl != nil {
+		rl.outcome, rl.message = outcome, message
+	}
 }
 
 // requestContext is the request's own context, through which the app's log
@@ -124,7 +136,9 @@ func (rl *requestLog) Unwrap() http.ResponseWriter { return rl.ResponseWriter }
 // is sane), a logger and a context carrying it, and one access log line. The
 // line holds the route pattern and the client's address (the connection's
 // peer: X-Forwarded-For is anyone's to write), never headers or bodies, so
-// no credential or PIN can reach it.
+// no credential or PIN can reach it. At debug level it also holds the app's
+// outcome and, for a failure, the message the caller got: why a request was
+// answered as it was, without a second line.
 func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -141,13 +155,20 @@ func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
 			// The last attributes ride in a group without a key, which
 			// handlers write inline: its storage is rl's, where a sixth
 			// attribute of the record's own would take an allocation.
-			rl.tail = [...]slog.Attr{
-				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-				slog.String("remote_addr", r.RemoteAddr),
+			rl.tail[0] = slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000)
+			rl.tail[1] = slog.String("remote_addr", r.RemoteAddr)
+			n := 2
+			if rl.outcome != "" && log.Enabled(r.Context(), slog.LevelDebug) {
+				rl.tail[n] = slog.String("outcome", rl.outcome)
+				n++
+				if rl.message != "" {
+					rl.tail[n] = slog.String("error", rl.message)
+					n++
+				}
 			}
 			log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("request_id", id),
 				slog.String("method", r.Method), slog.String("route", rl.route), slog.Int("status", rl.status),
-				slog.Attr{Value: slog.GroupValue(rl.tail[:]...)})
+				slog.Attr{Value: slog.GroupValue(rl.tail[:n]...)})
 		}
 	})
 }

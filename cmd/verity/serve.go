@@ -31,7 +31,7 @@ type serveCmd struct {
 	Dev                   bool          `name:"dev" env:"VERITY_DEV" help:"Development mode: dev account, log sender, GET /dev/messages."`
 	DevSink               string        `name:"dev-sink" enum:"log,discard" default:"log" env:"VERITY_DEV_SINK" help:"With --dev and no webhook: log (print messages, keep the last 100 for /dev/messages) or discard (drop them; for benchmarks)."`
 	LogFormat             string        `name:"log-format" enum:"json,text," default:"" env:"VERITY_LOG_FORMAT" help:"json or text (default: json, text with --dev)."`
-	LogLevel              string        `name:"log-level" enum:"debug,info,warn,error" default:"info" env:"VERITY_LOG_LEVEL" help:"Lowest level logged: debug, info (one line per request), warn or error."`
+	LogLevel              string        `name:"log-level" enum:"debug,info,warn,error" default:"info" env:"VERITY_LOG_LEVEL" help:"Lowest level logged: debug (the access lines also say what the app decided and the error message a caller got), info (one line per request), warn or error."`
 	DebugAddr             string        `name:"debug-addr" env:"VERITY_DEBUG_ADDR" help:"Address of a second listener serving Go's profiler at /debug/pprof/ (off when empty; keep it on localhost)."`
 	ShutdownTimeout       time.Duration `name:"shutdown-timeout" default:"20s" env:"VERITY_SHUTDOWN_TIMEOUT" help:"How long in-flight requests may finish on SIGINT/SIGTERM."`
 	JanitorInterval       time.Duration `name:"janitor-interval" default:"1m" env:"VERITY_JANITOR_INTERVAL" help:"How often expired PIN history is deleted."`
