@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -299,5 +300,34 @@ func TestVersion(t *testing.T) {
 	}
 	if got := "verity " + listening.Version; got != line {
 		t.Errorf("the startup line's version = %q, want %q as --version says", listening.Version, strings.TrimPrefix(line, "verity "))
+	}
+}
+
+// TestDevBannerNamesTheBoundAddress: the --dev banner is printed once the
+// server's socket is bound, and its URL is one that works: the port bound
+// (here one the system chose, which no banner printed earlier could know),
+// and the loopback host for a listener on every interface (http://:8080
+// opens nowhere).
+func TestDevBannerNamesTheBoundAddress(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:0", ":0"} {
+		t.Run("--addr "+addr, func(t *testing.T) {
+			s := startServer(t, t.TempDir(), "--dev", "--addr", addr)
+			m := regexp.MustCompile(`Recent messages: curl (\S+)`).FindStringSubmatch(s.Stderr())
+			if m == nil {
+				t.Fatalf("no banner URL printed before the listening line:\n%s", s.Stderr())
+			}
+			_, port, _ := net.SplitHostPort(strings.TrimPrefix(s.URL, "http://"))
+			if m[1] != "http://127.0.0.1:"+port+"/dev/messages" && m[1] != "http://localhost:"+port+"/dev/messages" {
+				t.Fatalf("the banner's URL = %s, want http://127.0.0.1:%s/dev/messages or localhost", m[1], port)
+			}
+			resp, err := http.Get(m[1])
+			if err != nil {
+				t.Fatalf("GET the banner's URL: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("GET the banner's URL = %d, want 200", resp.StatusCode)
+			}
+		})
 	}
 }

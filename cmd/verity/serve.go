@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -105,8 +106,9 @@ func (c *serveCmd) Run(ctx context.Context) error {
 	a.SendTimeout = max(a.SendTimeout, c.SMSWebhookTimeout)
 	a.Seeds = seeds
 	a.PINHashByPIN = c.PINHashByPIN
+	var dev devAccount
 	if c.Dev {
-		if err := c.announceDevAccount(ctx, a); err != nil {
+		if dev, err = ensureDevAccount(ctx, a); err != nil {
 			return err
 		}
 	}
@@ -143,6 +145,12 @@ func (c *serveCmd) Run(ctx context.Context) error {
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if c.Dev {
+		// Only now is there an address to try, and the one bound (a port
+		// of 0 is chosen here; ":8080" is every interface, not a host).
+		// Before the listening line, which scripts wait for.
+		dev.announce(os.Stderr, baseURL(ln.Addr()))
+	}
 	log.Info("verity listening", "addr", ln.Addr().String(), "dev", c.Dev, "version", version())
 
 	select {
@@ -194,25 +202,52 @@ func (c *serveCmd) sender() (verity.Sender, http.Handler, error) {
 	return s, s.Handler(), nil
 }
 
-func (c *serveCmd) announceDevAccount(ctx context.Context, a *app.App) error {
-	username, password, created, matches, err := a.EnsureDevAccount(ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(os.Stderr, "==================== VERITY DEVELOPMENT MODE ====================")
-	fmt.Fprintln(os.Stderr, "Messages are printed here, not delivered. Never use --dev in production.")
+// devAccount is the development account, for the banner.
+type devAccount struct {
+	username, password string
+	created, matches   bool
+}
+
+// ensureDevAccount creates the development account on first use.
+func ensureDevAccount(ctx context.Context, a *app.App) (devAccount, error) {
+	var d devAccount
+	var err error
+	d.username, d.password, d.created, d.matches, err = a.EnsureDevAccount(ctx)
+	return d, err
+}
+
+// announce prints the development banner; base is the server's URL.
+func (d devAccount) announce(w io.Writer, base string) {
+	fmt.Fprintln(w, "==================== VERITY DEVELOPMENT MODE ====================")
+	fmt.Fprintln(w, "Messages are printed here, not delivered. Never use --dev in production.")
 	switch {
-	case !matches:
-		fmt.Fprintf(os.Stderr, "An account named %q exists with another password; use its own credentials.\n", username)
+	case !d.matches:
+		fmt.Fprintf(w, "An account named %q exists with another password; use its own credentials.\n", d.username)
 	default:
-		if created {
-			fmt.Fprintf(os.Stderr, "Created development account %q.\n", username)
+		if d.created {
+			fmt.Fprintf(w, "Created development account %q.\n", d.username)
 		}
-		fmt.Fprintf(os.Stderr, "API credentials (X-Service-Auth):\n  export VERITY_AUTH='%s:%s'\n", username, password)
-		fmt.Fprintf(os.Stderr, "Recent messages: curl http://%s/dev/messages\n", c.Addr)
+		fmt.Fprintf(w, "API credentials (X-Service-Auth):\n  export VERITY_AUTH='%s:%s'\n", d.username, d.password)
+		fmt.Fprintf(w, "Recent messages: curl %s/dev/messages\n", base)
 	}
-	fmt.Fprintln(os.Stderr, "=================================================================")
-	return nil
+	fmt.Fprintln(w, "=================================================================")
+}
+
+// baseURL is an http:// URL for a listener's address that a browser or curl
+// on this machine can open: a listener on every interface (0.0.0.0, ::) is
+// reached through the loopback address.
+func baseURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip.To4() == nil {
+			host = "localhost" // "::": 127.0.0.1 works only while the socket is dual-stack
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 // serveDebug serves the profiler on its own listener, apart from the API,
