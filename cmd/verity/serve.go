@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/verityhq/verity"
@@ -34,7 +36,7 @@ type serveCmd struct {
 	LogFormat             string        `name:"log-format" enum:"json,text," default:"" env:"VERITY_LOG_FORMAT" help:"json or text (default: json, text with --dev)."`
 	LogLevel              string        `name:"log-level" enum:"debug,info,warn,error" default:"info" env:"VERITY_LOG_LEVEL" help:"Lowest level logged: debug (the access lines also say what the app decided and the error message a caller got), info (one line per request), warn or error."`
 	DebugAddr             string        `name:"debug-addr" env:"VERITY_DEBUG_ADDR" help:"Address of a second listener serving Go's profiler at /debug/pprof/ (off when empty; keep it on localhost)."`
-	ShutdownTimeout       time.Duration `name:"shutdown-timeout" default:"20s" env:"VERITY_SHUTDOWN_TIMEOUT" help:"How long in-flight requests may finish on SIGINT/SIGTERM."`
+	ShutdownTimeout       time.Duration `name:"shutdown-timeout" default:"20s" env:"VERITY_SHUTDOWN_TIMEOUT" help:"How long in-flight requests may finish on SIGINT/SIGTERM (a second signal stops at once, cutting them)."`
 	JanitorInterval       time.Duration `name:"janitor-interval" default:"1m" env:"VERITY_JANITOR_INTERVAL" help:"How often expired PIN history is deleted."`
 	ReadHeaderTimeoutFlag time.Duration `name:"read-header-timeout" default:"5s" env:"VERITY_READ_HEADER_TIMEOUT" help:"HTTP server: time limit for request headers."`
 	PINHashByPIN          bool          `name:"pin-hash-by-pin" env:"VERITY_PIN_HASH_BY_PIN" help:"Hash new PINs by their id, as releases before user-keyed PIN hashes did, while nodes of such a release still serve the same database (see docs/scaling.md, rolling upgrades)."`
@@ -158,11 +160,27 @@ func (c *serveCmd) Run(ctx context.Context) error {
 		return err
 	case <-ctx.Done():
 	}
+	// A second SIGINT or SIGTERM during the drain stops it at once: the
+	// operator pressing Ctrl-C again should not have to wait up to
+	// --shutdown-timeout. Listening only from here, the first signal is not
+	// counted twice.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
 	log.Info("shutting down: finishing in-flight requests", "timeout", c.ShutdownTimeout.String())
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	drained := make(chan error, 1)
+	go func() { drained <- srv.Shutdown(shutdownCtx) }()
+	select {
+	case err := <-drained:
+		if err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+	case sig := <-again:
+		srv.Close() // closes every connection, active ones too
+		log.Warn("second signal during the drain: stopped at once, requests in flight were cut", "signal", sig.String())
+		return fmt.Errorf("a second signal (%s) stopped the drain: requests in flight were cut", sig)
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return err

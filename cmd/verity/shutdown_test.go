@@ -1,0 +1,122 @@
+package main_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// drainSetup is a server whose SMS gateway holds each message until
+// released, with one start waiting on it: a request in flight.
+type drainSetup struct {
+	s       *server
+	release func()
+	started chan error // the in-flight start's outcome: nil for a 200
+}
+
+func startRequestInFlight(t *testing.T) *drainSetup {
+	t.Helper()
+	arrived := make(chan struct{}, 1)
+	hold := make(chan struct{})
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case arrived <- struct{}{}:
+		default:
+		}
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(gw.Close)
+	var once sync.Once
+	release := func() { once.Do(func() { close(hold) }) }
+	t.Cleanup(release) // before gw.Close, which waits for the held request
+
+	dir := t.TempDir()
+	auth := createAccount(t, dir, "acme")
+	s := startServer(t, dir, "--sms-webhook", gw.URL+"/sms", "--sms-webhook-secret", "0123456789abcdef-drain-test",
+		"--sms-webhook-timeout", "25s", "--shutdown-timeout", "60s")
+	c := http.DefaultClient
+	_, svc := call(t, c, s.URL, auth, "POST", "/v1/service/service", map[string]any{"name": "Drain", "fqdn": "drain.example"})
+	sid, _ := svc["id"].(string)
+	_, user := call(t, c, s.URL, auth, "POST", "/v1/service/service/"+sid+"/users", map[string]any{"id_in_service": "a", "phone_number": "+3725555555"})
+	uid, _ := user["id"].(string)
+
+	d := &drainSetup{s: s, release: release, started: make(chan error, 1)}
+	go func() {
+		status, body, err := tryCall(c, s.URL, auth, "POST", "/v1/service/service/"+sid+"/users/"+uid+"/auth", map[string]any{"method": "sms"})
+		if err == nil && status != 200 {
+			err = fmt.Errorf("start answered %d %v", status, body)
+		}
+		d.started <- err
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the start's message never reached the gateway:\n%s", s.Stderr())
+	}
+	return d
+}
+
+// signalAndWaitForDrain sends SIGTERM and waits until the server says it drains.
+func (d *drainSetup) signalAndWaitForDrain(t *testing.T) {
+	t.Helper()
+	d.s.cmd.Process.Signal(syscall.SIGTERM)
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(d.s.Stderr(), "shutting down: finishing in-flight requests"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no drain logged after SIGTERM:\n%s", d.s.Stderr())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSecondSignalStopsTheDrain: one SIGTERM (or SIGINT) lets the requests
+// in flight finish, as before; a second one during that drain stops the
+// server at once, with a non-zero exit and a line saying requests were cut.
+func TestSecondSignalStopsTheDrain(t *testing.T) {
+	t.Run("after one signal a request in flight finishes and the server exits cleanly", func(t *testing.T) {
+		d := startRequestInFlight(t)
+		d.signalAndWaitForDrain(t)
+		d.release()
+		if err := <-d.started; err != nil {
+			t.Fatalf("the start in flight during the drain: %v", err)
+		}
+		select {
+		case <-d.s.exited:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no exit after the drain:\n%s", d.s.Stderr())
+		}
+		if d.s.waitErr != nil || !strings.Contains(d.s.Stderr(), `"msg":"stopped"`) {
+			t.Fatalf("exit = %v, want a clean stop:\n%s", d.s.waitErr, d.s.Stderr())
+		}
+	})
+
+	t.Run("a second signal during the drain stops at once, cutting the request", func(t *testing.T) {
+		d := startRequestInFlight(t)
+		d.signalAndWaitForDrain(t)
+		d.s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.s.exited:
+		case <-time.After(10 * time.Second): // the gateway holds the start for 25 s, the drain allows 60 s
+			t.Fatalf("the server still drains 10 s after a second SIGTERM:\n%s", d.s.Stderr())
+		}
+		var exit *exec.ExitError
+		if !errors.As(d.s.waitErr, &exit) || exit.ExitCode() == 0 {
+			t.Errorf("exit = %v, want a non-zero status", d.s.waitErr)
+		}
+		if !strings.Contains(d.s.Stderr(), "requests in flight were cut") {
+			t.Errorf("no line says requests in flight were cut:\n%s", d.s.Stderr())
+		}
+		if err := <-d.started; err == nil {
+			t.Errorf("the start in flight was answered 200, want its connection cut")
+		}
+	})
+}
