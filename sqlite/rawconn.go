@@ -134,6 +134,32 @@ func openRawConn(uri string, pragmas []string) (_ *rawConn, err error) {
 	return c, nil
 }
 
+// checkWritable returns an error, SQLITE_READONLY or the one SQLite gave,
+// unless the connection can write its database. BEGIN IMMEDIATE takes the
+// write lock, which fails where the WAL cannot be written; but on a file
+// SQLite opened read-only it quietly begins a read transaction instead, so
+// sqlite3_db_readonly is asked too. Nothing is written.
+func (c *rawConn) checkWritable() error {
+	if _, err := c.exec("BEGIN IMMEDIATE"); err != nil {
+		return err
+	}
+	main, err := libc.CString("main")
+	if err != nil {
+		c.exec("ROLLBACK")
+		return err
+	}
+	readOnly := sqlite3.Xsqlite3_db_readonly(c.tls, c.db, main) == 1
+	libc.Xfree(c.tls, main)
+	if _, err := c.exec("ROLLBACK"); err != nil {
+		return err
+	}
+	if readOnly {
+		return &sqliteError{code: sqlite3.SQLITE_READONLY, msg: fmt.Sprintf("%s (%d)",
+			libc.GoString(sqlite3.Xsqlite3_errstr(c.tls, sqlite3.SQLITE_READONLY)), sqlite3.SQLITE_READONLY)}
+	}
+	return nil
+}
+
 // close finalizes every statement and closes the connection.
 func (c *rawConn) close() error {
 	c.finalizeAll()

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -166,7 +167,15 @@ func OpenWith(path string, opts Options) (*DB, error) {
 	// The write queue's own connection (see rawConn).
 	conn, err := openRawConn(uri, writerPragmas)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, openError(path, err)
+	}
+	// A database this process cannot write opens without complaint (SQLite
+	// falls back to reading it), migrates if nothing is pending, and a
+	// server on it then answered 500 to every write. It is refused here,
+	// once, with the reason.
+	if err := conn.checkWritable(); err != nil {
+		conn.close()
+		return nil, openError(path, err)
 	}
 	writer, err := sql.Open("sqlite", uri+"?"+url.Values{"_pragma": writerPragmas}.Encode()+"&_txlock=immediate")
 	if err != nil {
@@ -208,6 +217,22 @@ func OpenWith(path string, opts Options) (*DB, error) {
 		stopCheckpoints: make(chan struct{}), checkpointsDone: make(chan struct{})}
 	go db.checkpointer(checkpointInterval)
 	return db, nil
+}
+
+// openError explains an error opening the database at path: one that
+// SQLite reports as read-only says so, and what cannot be written.
+func openError(path string, err error) error {
+	var se interface{ Code() int }
+	if !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_READONLY {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	base := filepath.Base(path)
+	if se.Code() == sqlite3.SQLITE_READONLY_DIRECTORY {
+		return fmt.Errorf("sqlite: database %s is read-only: this process cannot create %s-wal and %s-shm in its folder %s (%w)",
+			path, base, base, filepath.Dir(path), err)
+	}
+	return fmt.Errorf("sqlite: database %s is read-only: this process cannot write the file, or %s-wal and %s-shm beside it (%w)",
+		path, base, base, err)
 }
 
 // checkpointInterval is how often the WAL is copied back into the database.
