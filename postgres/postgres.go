@@ -261,6 +261,20 @@ func (db *DB) CheckSchema(ctx context.Context) error {
 	return schema.CheckCurrent(ctx, p)
 }
 
+// HasSchema reports whether the database holds Verity's schema, of any
+// version: the migrations' version table, where the search path finds it.
+// It creates nothing, where CheckSchema and Migrate create that table in a
+// database without it.
+func (db *DB) HasSchema(ctx context.Context) (bool, error) {
+	ctx, cancel := db.bound(ctx)
+	defer cancel()
+	var ok bool
+	if err := db.pool.QueryRow(ctx, `SELECT to_regclass('goose_db_version') IS NOT NULL`).Scan(&ok); err != nil {
+		return false, fmt.Errorf("check schema: %w", err)
+	}
+	return ok, nil
+}
+
 // migrator returns a goose provider on a database/sql view of the pool;
 // closing it leaves the pool open.
 func (db *DB) migrator() (*goose.Provider, func() error, error) {

@@ -394,6 +394,19 @@ func (db *DB) CheckSchema(ctx context.Context) error {
 	return schema.CheckCurrent(ctx, p)
 }
 
+// HasSchema reports whether the database holds Verity's schema, of any
+// version: the migrations' version table. It creates nothing, where
+// CheckSchema and Migrate create that table in a database without it.
+func (db *DB) HasSchema(ctx context.Context) (bool, error) {
+	var n int
+	err := db.reader.QueryRowContext(ctx,
+		`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'goose_db_version'`).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("check schema: %w", err)
+	}
+	return n > 0, nil
+}
+
 func (db *DB) migrator() (*goose.Provider, error) {
 	sub, err := fs.Sub(migrationFiles, "migrations")
 	if err != nil {

@@ -6,11 +6,14 @@ import (
 	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,4 +121,60 @@ func TestStoreCopyToPostgres(t *testing.T) {
 			t.Fatalf("recovery code use %d on PostgreSQL = %v, want verified %v", i+1, res, want)
 		}
 	}
+}
+
+// TestStoreCopySourceIsReadAsItIs: store copy used to create a --from that
+// did not exist and migrate whatever it named, then copy nothing and exit
+// 0. It now refuses a source that does not exist or holds no Verity
+// schema, in one line, and leaves it as it was.
+func TestStoreCopySourceIsReadAsItIs(t *testing.T) {
+	t.Run("a SQLite --from that does not exist is refused by name, and nothing is created", func(t *testing.T) {
+		dir := t.TempDir()
+		data := filepath.Join(dir, "verity-data")
+		if err := os.Mkdir(data, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, err := runVerity(t, dir, "store", "copy", "--from", "verity-data/verty.db", "--to", "copy.db")
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("store copy = %v, want exit status 1; stderr:\n%s", err, stderr)
+		}
+		if got, want := strings.TrimSpace(stderr), "verity: open --from: no SQLite database at verity-data/verty.db"; got != want {
+			t.Fatalf("store copy: stderr %q, want %q", got, want)
+		}
+		for _, d := range []string{dir, data} {
+			if entries, _ := os.ReadDir(d); len(entries) != map[string]int{dir: 1, data: 0}[d] {
+				t.Fatalf("store copy created files in %s: %v", d, entries)
+			}
+		}
+	})
+
+	t.Run("a PostgreSQL --from without Verity's schema is refused, and gets none", func(t *testing.T) {
+		pgURL := throwawayPostgres(t)
+		dir := t.TempDir()
+		_, stderr, err := runVerity(t, dir, "store", "copy", "--from", pgURL, "--to", "copy.db")
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("store copy = %v, want exit status 1; stderr:\n%s", err, stderr)
+		}
+		if got, want := strings.TrimSpace(stderr), "verity: open --from: the PostgreSQL database holds no Verity schema"; !strings.HasPrefix(got, want) || strings.Contains(got, "\n") {
+			t.Fatalf("store copy: stderr %q, want one line starting %q", got, want)
+		}
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, pgURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		var tables int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()`).Scan(&tables); err != nil {
+			t.Fatal(err)
+		}
+		if tables != 0 {
+			t.Fatalf("the --from database has %d tables after the copy, want none", tables)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Fatalf("store copy created %d files in its folder, want none", len(entries))
+		}
+	})
 }

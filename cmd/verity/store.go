@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/internal/storeopen"
 )
 
 type storeCmd struct {
@@ -15,8 +16,8 @@ type storeCmd struct {
 }
 
 type storeCopyCmd struct {
-	From string `name:"from" required:"" help:"Source database: a SQLite file path or a postgres:// URL."`
-	To   string `name:"to" required:"" help:"Target database: a SQLite file path or a postgres:// URL (migrated first)."`
+	From string `name:"from" required:"" help:"Source database: a SQLite file path or a postgres:// URL. It must exist with this release's schema, and is not changed."`
+	To   string `name:"to" required:"" help:"Target database: a SQLite file path or a postgres:// URL (created if missing, and migrated first)."`
 }
 
 // copyCount is one line of the summary.
@@ -32,7 +33,10 @@ func (c *storeCopyCmd) Run(ctx context.Context) error {
 	if c.From == c.To {
 		return errors.New("--from and --to name the same database")
 	}
-	src, err := openDatabase(ctx, c.From)
+	// The source is read as it stands: a typo must not create an empty
+	// database to copy nothing from, and a migration would change the
+	// schema under the server that may still be serving it.
+	src, err := storeopen.OpenWith(ctx, c.From, storeopen.Options{Mode: storeopen.AsIs})
 	if err != nil {
 		return fmt.Errorf("open --from: %w", err)
 	}

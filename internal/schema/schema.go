@@ -27,6 +27,10 @@ func CheckNotNewer(ctx context.Context, p *goose.Provider) error {
 	return nil
 }
 
+// ErrOlder is CheckCurrent's error for a schema that migrations are
+// pending on.
+var ErrOlder = errors.New("database schema is older than this binary: run `verity migrate`")
+
 // CheckCurrent returns an error unless the schema is exactly the one this
 // binary embeds.
 func CheckCurrent(ctx context.Context, p *goose.Provider) error {
@@ -38,7 +42,7 @@ func CheckCurrent(ctx context.Context, p *goose.Provider) error {
 		return fmt.Errorf("check schema: %w", err)
 	}
 	if pending {
-		return errors.New("database schema is older than this binary: run `verity migrate`")
+		return ErrOlder
 	}
 	return nil
 }

@@ -5,9 +5,14 @@ package storeopen
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 
 	"github.com/verityhq/verity"
+	"github.com/verityhq/verity/internal/schema"
 	"github.com/verityhq/verity/postgres"
 	"github.com/verityhq/verity/sqlite"
 )
@@ -17,14 +22,32 @@ func IsPostgres(dsn string) bool {
 	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }
 
-// migratable is a store that can bring its schema up to date.
-type migratable interface {
+// store is what both SQL stores offer beyond verity.Store.
+type store interface {
 	verity.Store
 	Migrate(ctx context.Context) error
+	CheckSchema(ctx context.Context) error
+	HasSchema(ctx context.Context) (bool, error)
 }
 
-// Options are the settings of a database that its name does not carry.
+// Mode says what opening may do to a database.
+type Mode int
+
+const (
+	// Create (the zero value) creates a SQLite file that does not exist
+	// and brings the schema up to date, creating it in an empty database.
+	Create Mode = iota
+	// AsIs changes nothing: the database must already exist and hold
+	// exactly this binary's schema. It reads a database that a server of
+	// another release may be serving, under which a migration would
+	// change the schema (and which a typo must not create).
+	AsIs
+)
+
+// Options say how to open a database: what opening may do to it, and the
+// settings its name does not carry.
 type Options struct {
+	Mode     Mode
 	SQLite   sqlite.Options   // ignored for PostgreSQL
 	Postgres postgres.Options // ignored for SQLite
 }
@@ -34,12 +57,25 @@ func Open(ctx context.Context, dsn string) (verity.Store, error) {
 	return OpenWith(ctx, dsn, Options{})
 }
 
-// OpenWith opens and migrates the database dsn names. PostgreSQL pool size and
+// OpenWith opens the database dsn names and, as opts.Mode says, migrates
+// it or checks that its schema is this binary's. PostgreSQL pool size and
 // statement mode come from the URL (pool_max_conns;
 // default_query_exec_mode=cache_describe behind PgBouncer).
 func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, error) {
+	if opts.Mode != Create && opts.Mode != AsIs {
+		return nil, fmt.Errorf("storeopen: unknown mode %d", opts.Mode)
+	}
+	// what names the database in errors; never a URL, which may hold a password.
+	what := "the PostgreSQL database"
+	if !IsPostgres(dsn) {
+		what = "database " + dsn
+		// Opening a SQLite file creates it.
+		if _, err := os.Stat(dsn); errors.Is(err, fs.ErrNotExist) && opts.Mode == AsIs {
+			return nil, fmt.Errorf("no SQLite database at %s", dsn)
+		}
+	}
 	var (
-		db  migratable
+		db  store
 		err error
 	)
 	if IsPostgres(dsn) {
@@ -50,9 +86,36 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, erro
 	if err != nil {
 		return nil, err
 	}
-	if err := db.Migrate(ctx); err != nil {
+	if opts.Mode == Create {
+		err = db.Migrate(ctx)
+	} else {
+		err = checkSchema(ctx, db, what)
+	}
+	if err != nil {
 		db.Close()
 		return nil, err
 	}
 	return db, nil
+}
+
+// checkSchema returns an error unless db holds exactly this binary's
+// schema. It asks first whether there is a schema at all: CheckSchema
+// would create the migrations' version table in a database without it.
+func checkSchema(ctx context.Context, db store, what string) error {
+	has, err := db.HasSchema(ctx)
+	if err != nil {
+		return err
+	}
+	if !has {
+		return fmt.Errorf("%s holds no Verity schema: is it the right database?", what)
+	}
+	err = db.CheckSchema(ctx)
+	if errors.Is(err, schema.ErrOlder) {
+		return fmt.Errorf("%s has an older schema than this release's: use the verity release that matches it, "+
+			"or first run this release's `verity migrate` on it (see docs/scaling.md on upgrades)", what)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err) // newer: "… upgrade verity"
+	}
+	return nil
 }

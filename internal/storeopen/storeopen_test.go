@@ -1,0 +1,216 @@
+package storeopen_test
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pressly/goose/v3"
+	"github.com/verityhq/verity/internal/storeopen"
+)
+
+// TestOpenAsIs: opening a database as it is (the source of `verity store
+// copy`) used to create a missing SQLite file and migrate any database.
+// Now it creates nothing and changes no schema.
+func TestOpenAsIs(t *testing.T) {
+	ctx := context.Background()
+	asIs := storeopen.Options{Mode: storeopen.AsIs}
+
+	t.Run("a SQLite file that does not exist is refused by name, and not created", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "typo.db")
+		db, err := storeopen.OpenWith(ctx, path, asIs)
+		if err == nil {
+			db.Close()
+			t.Fatal("OpenWith succeeded, want the missing file refused")
+		}
+		if want := "no SQLite database at " + path; err.Error() != want {
+			t.Fatalf("OpenWith = %q, want %q", err, want)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Fatalf("the folder holds %d files after the refusal, want none", len(entries))
+		}
+	})
+
+	t.Run("a SQLite database of an older schema is refused, saying what to do, and left at its version", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "old.db")
+		older := sqliteAtPreviousSchema(t, path)
+		db, err := storeopen.OpenWith(ctx, path, asIs)
+		if err == nil {
+			db.Close()
+			t.Fatal("OpenWith succeeded on an older schema, want it refused")
+		}
+		for _, want := range []string{path, "older schema", "release that matches it", "`verity migrate`"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Fatalf("OpenWith = %q, want it to say %q", err, want)
+			}
+		}
+		t.Logf("OpenWith = %v", err)
+		if got := sqliteVersion(t, path); got != older {
+			t.Fatalf("schema version after the refusal = %d, want %d, as it was", got, older)
+		}
+	})
+
+	t.Run("a SQLite file without Verity's schema is refused and gets none", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "empty.db")
+		if err := os.WriteFile(path, nil, 0o600); err != nil { // an empty file is an empty database
+			t.Fatal(err)
+		}
+		db, err := storeopen.OpenWith(ctx, path, asIs)
+		if err == nil {
+			db.Close()
+			t.Fatal("OpenWith succeeded, want a database without Verity's schema refused")
+		}
+		if want := "database " + path + " holds no Verity schema"; !strings.HasPrefix(err.Error(), want) {
+			t.Fatalf("OpenWith = %q, want it to start %q", err, want)
+		}
+		if tables := sqliteTables(t, path); len(tables) != 0 {
+			t.Fatalf("the refused database now has tables %v, want none", tables)
+		}
+	})
+
+	t.Run("a SQLite database of this release's schema opens", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "current.db")
+		db, err := storeopen.Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		if db, err = storeopen.OpenWith(ctx, path, asIs); err != nil {
+			t.Fatalf("OpenWith = %v, want the current schema opened", err)
+		}
+		if err := db.Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+	})
+
+	t.Run("a PostgreSQL database without Verity's schema is refused and gets none", func(t *testing.T) {
+		pgURL := throwawayPostgres(t)
+		db, err := storeopen.OpenWith(ctx, pgURL, asIs)
+		if err == nil {
+			db.Close()
+			t.Fatal("OpenWith succeeded, want a database without Verity's schema refused")
+		}
+		if want := "the PostgreSQL database holds no Verity schema"; !strings.HasPrefix(err.Error(), want) {
+			t.Fatalf("OpenWith = %q, want it to start %q", err, want)
+		}
+		conn, err := pgx.Connect(ctx, pgURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		var tables int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()`).Scan(&tables); err != nil {
+			t.Fatal(err)
+		}
+		if tables != 0 {
+			t.Fatalf("the refused database now has %d tables, want none", tables)
+		}
+	})
+}
+
+// sqliteAtPreviousSchema creates a SQLite database at path migrated to the
+// version before this binary's, as an older release left it, and returns
+// that version.
+func sqliteAtPreviousSchema(t *testing.T, path string) int64 {
+	t.Helper()
+	ctx := context.Background()
+	db := openSQL(t, path)
+	p, err := goose.NewProvider(goose.DialectSQLite3, db, os.DirFS("../../sqlite/migrations"), goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sources := p.ListSources()
+	if len(sources) < 2 {
+		t.Fatalf("%d SQLite migrations, want at least 2", len(sources))
+	}
+	previous := sources[len(sources)-2].Version
+	if _, err := p.UpTo(ctx, previous); err != nil {
+		t.Fatal(err)
+	}
+	return previous
+}
+
+// sqliteVersion returns the schema version of the SQLite database at path.
+func sqliteVersion(t *testing.T, path string) int64 {
+	t.Helper()
+	var v int64
+	if err := openSQL(t, path).QueryRow(`SELECT max(version_id) FROM goose_db_version WHERE is_applied`).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// sqliteTables lists the tables of the SQLite database at path.
+func sqliteTables(t *testing.T, path string) []string {
+	t.Helper()
+	rows, err := openSQL(t, path).Query(`SELECT name FROM sqlite_master WHERE type = 'table'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// openSQL opens the SQLite file at path through database/sql, closed when
+// the test ends.
+func openSQL(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// throwawayPostgres creates an empty database for one test and returns its
+// URL; it is dropped at cleanup. The test is skipped without
+// VERITY_TEST_POSTGRES_URL.
+func throwawayPostgres(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("VERITY_TEST_POSTGRES_URL")
+	if base == "" {
+		t.Skip("VERITY_TEST_POSTGRES_URL not set: PostgreSQL tests skipped")
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	name := "verity_storeopen_" + hex.EncodeToString(b)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		conn.Close(context.Background())
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
