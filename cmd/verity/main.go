@@ -35,7 +35,7 @@ type cli struct {
 // dbFlags are shared by every command that opens the database.
 type dbFlags struct {
 	DataDir       string `name:"data-dir" default:"verity-data" env:"VERITY_DATA_DIR" help:"Folder for the default database and generated secret key (created if missing)."`
-	DB            string `name:"db" env:"VERITY_DB" help:"SQLite file path (default: <data-dir>/verity.db). A postgres:// URL selects PostgreSQL."`
+	DB            string `name:"db" env:"VERITY_DB" help:"SQLite file path (default: <data-dir>/verity.db). A postgres:// URL, or a libpq keyword/value string such as 'host=db.internal dbname=verity user=verity', selects PostgreSQL."`
 	SecretKeyFile string `name:"secret-key-file" env:"VERITY_SECRET_KEY_FILE" help:"File with the hex server secret (default: <data-dir>/secret.key, generated on first start with mode 0600)."`
 	SQLiteSync    string `name:"sqlite-sync" default:"full" enum:"full,normal" env:"VERITY_SQLITE_SYNC" help:"SQLite durability: full (default) syncs every commit to the disk, so an acknowledged write survives power loss; normal survives a crash of the Verity process but may lose the last commits on power loss or an OS crash, for faster commits. See docs/durability.md."`
 	PGCheckBatch  int    `name:"pg-check-batch" default:"16" env:"VERITY_PG_CHECK_BATCH" help:"PostgreSQL: how many concurrent PIN checks one statement may decide together, and how many authenticator app checks' writes one statement may make (1: a statement each). A lone check never waits: checks queue for a shared statement only while a quarter of the pool's connections already run check statements (app writes: another quarter)."`
@@ -128,8 +128,8 @@ func (f *dbFlags) openStore(ctx context.Context, log *slog.Logger) (verity.Store
 	})
 }
 
-// openDatabase opens and migrates a database named by a SQLite path or a
-// postgres:// URL.
+// openDatabase opens and migrates a database named by a SQLite path, a
+// postgres:// URL or a libpq keyword/value string.
 func openDatabase(ctx context.Context, dsn string) (verity.Store, error) {
 	return storeopen.Open(ctx, dsn)
 }

@@ -16,8 +16,8 @@ type storeCmd struct {
 }
 
 type storeCopyCmd struct {
-	From string `name:"from" required:"" help:"Source database: a SQLite file path or a postgres:// URL. It must exist with this release's schema, and is not changed."`
-	To   string `name:"to" required:"" help:"Target database: a SQLite file path or a postgres:// URL (created if missing, and migrated first)."`
+	From string `name:"from" required:"" help:"Source database: a SQLite file path, or a postgres:// URL or libpq keyword/value string. It must exist with this release's schema, and is not changed."`
+	To   string `name:"to" required:"" help:"Target database: a SQLite file path, or a postgres:// URL or libpq keyword/value string (created if missing, and migrated first)."`
 }
 
 // copyCount is one line of the summary.

@@ -1,6 +1,6 @@
 // Package storeopen opens the store a database name selects: a postgres://
-// URL means PostgreSQL, anything else is a SQLite file path. The binary and
-// the benchmark share it.
+// URL or a libpq keyword/value string means PostgreSQL, anything else is a
+// SQLite file path. The binary and the benchmark share it.
 package storeopen
 
 import (
@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/verityhq/verity"
@@ -17,10 +18,31 @@ import (
 	"github.com/verityhq/verity/sqlite"
 )
 
-// IsPostgres reports whether dsn names a PostgreSQL database.
+// IsPostgres reports whether dsn names a PostgreSQL database: a
+// postgres:// or postgresql:// URL, the scheme in any case, or a libpq
+// keyword/value string such as "host=db.internal dbname=verity user=verity"
+// (pgx parses both). Anything else would be taken for a SQLite file name,
+// and a file of that name created.
 func IsPostgres(dsn string) bool {
-	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+	_, isURL := postgresURL(dsn)
+	return isURL || keywordDSN.MatchString(dsn)
 }
+
+// postgresURL reports whether dsn is a postgres:// or postgresql:// URL,
+// the scheme in any case, and returns it with the scheme in lower case:
+// pgx takes a URL for one only so.
+func postgresURL(dsn string) (string, bool) {
+	scheme, rest, ok := strings.Cut(dsn, "://")
+	if lower := strings.ToLower(scheme); ok && (lower == "postgres" || lower == "postgresql") {
+		return lower + "://" + rest, true
+	}
+	return dsn, false
+}
+
+// keywordDSN matches a libpq keyword/value string: a keyword that says
+// where or as whom to connect, at the start or after white space, then
+// "=". A file path matches only if it holds, say, "host=" there.
+var keywordDSN = regexp.MustCompile(`(?i)(?:^|\s)(?:host|hostaddr|port|dbname|user|password|passfile|sslmode|service|connect_timeout|target_session_attrs)\s*=`)
 
 // store is what both SQL stores offer beyond verity.Store.
 type store interface {
@@ -59,7 +81,7 @@ func Open(ctx context.Context, dsn string) (verity.Store, error) {
 
 // OpenWith opens the database dsn names and, as opts.Mode says, migrates
 // it or checks that its schema is this binary's. PostgreSQL pool size and
-// statement mode come from the URL (pool_max_conns;
+// statement mode come from the URL or keyword/value string (pool_max_conns;
 // default_query_exec_mode=cache_describe behind PgBouncer).
 func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, error) {
 	if opts.Mode != Create && opts.Mode != AsIs {
@@ -79,6 +101,9 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, erro
 		err error
 	)
 	if IsPostgres(dsn) {
+		if url, ok := postgresURL(dsn); ok {
+			dsn = url
+		}
 		db, err = postgres.Open(ctx, dsn, opts.Postgres)
 	} else {
 		db, err = sqlite.OpenWith(dsn, opts.SQLite)

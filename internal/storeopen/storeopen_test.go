@@ -1,10 +1,12 @@
 package storeopen_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/pressly/goose/v3"
 	"github.com/verityhq/verity/internal/storeopen"
+	"github.com/verityhq/verity/postgres"
 )
 
 // TestOpenAsIs: opening a database as it is (the source of `verity store
@@ -213,4 +216,63 @@ func throwawayPostgres(t *testing.T) string {
 	}
 	u.Path = "/" + name
 	return u.String()
+}
+
+// TestIsPostgres: only lower-case postgres:// and postgresql:// URLs were
+// PostgreSQL; any other way of writing one was taken for a SQLite file
+// name, and a file of that name created.
+func TestIsPostgres(t *testing.T) {
+	for _, tc := range []struct {
+		dsn  string
+		want bool
+	}{
+		{"postgres://verity@db.internal/verity", true},
+		{"postgresql://verity@db.internal/verity", true},
+		{"POSTGRES://verity@db.internal/verity", true},
+		{"PostgreSQL://verity@db.internal/verity", true},
+		{"host=db.internal dbname=verity user=verity", true},
+		{"dbname=verity", true},
+		{"user=verity host=/var/run/postgresql", true},
+		{"  host = db.internal  port = 5432", true},
+		{"sslmode=verify-full host=db.internal", true},
+		{"HOST=db.internal DBNAME=verity", true},
+		{"verity-data/verity.db", false},
+		{"/var/lib/verity/verity.db", false},
+		{"verity.db", false},
+		{"/data/host=a/verity.db", false},
+		{"backups/2026-11-27=verity.db", false},
+		{"postgres.db", false},
+		{"sqlite://verity.db", false},
+	} {
+		if got := storeopen.IsPostgres(tc.dsn); got != tc.want {
+			t.Errorf("IsPostgres(%q) = %v, want %v", tc.dsn, got, tc.want)
+		}
+	}
+}
+
+// TestOpenPostgresByAnyName opens PostgreSQL through a keyword/value string
+// and a URL with an upper-case scheme, and creates no file.
+func TestOpenPostgresByAnyName(t *testing.T) {
+	pgURL := throwawayPostgres(t)
+	dir := t.TempDir()
+	t.Chdir(dir) // where a name taken for a SQLite file would be created
+	u, err := url.Parse(pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyword := fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=disable",
+		u.Hostname(), cmp.Or(u.Port(), "5432"), u.User.Username(), strings.TrimPrefix(u.Path, "/"))
+	for _, dsn := range []string{keyword, "POSTGRESQL" + strings.TrimPrefix(pgURL, "postgres")} {
+		db, err := storeopen.Open(context.Background(), dsn)
+		if err != nil {
+			t.Fatalf("Open(%q) = %v", dsn, err)
+		}
+		db.Close()
+		if _, ok := db.(*postgres.DB); !ok {
+			t.Fatalf("Open(%q) opened a %T, want PostgreSQL", dsn, db)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("opening PostgreSQL created %d files in the working folder", len(entries))
+	}
 }
