@@ -31,7 +31,9 @@ type accountDeleteCmd struct {
 	Name string `arg:"" help:"Account username."`
 }
 
-// withApp opens the database and the keys, runs fn and closes everything.
+// withApp opens the database and the keys, creating any that is missing,
+// runs fn and closes everything: account create may be the first command
+// of an installation.
 func (f *dbFlags) withApp(ctx context.Context, fn func(*app.App) error) error {
 	keys, err := f.loadKeys()
 	if err != nil {
@@ -51,6 +53,26 @@ func (f *dbFlags) withApp(ctx context.Context, fn func(*app.App) error) error {
 	return fn(a)
 }
 
+// withInstallation opens the database, which must exist, and with seeds
+// the seed keyring, which must exist too, runs fn and closes everything.
+// Run in the wrong folder, these commands used to create an installation
+// there (folder, keys, empty database) and report on it: no accounts, no
+// seeds to re-encrypt. None of them uses the server secret.
+func (f *dbFlags) withInstallation(ctx context.Context, seeds bool, fn func(*app.App) error) error {
+	store, err := f.openExisting(ctx)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	a := app.New(store, nil, nil, nil)
+	if seeds {
+		if a.Seeds, err = f.existingSeedKeys(); err != nil {
+			return err
+		}
+	}
+	return fn(a)
+}
+
 func (c *accountCreateCmd) Run(ctx context.Context) error {
 	return c.withApp(ctx, func(a *app.App) error {
 		acct, password, err := a.CreateAccount(ctx, c.Name)
@@ -62,7 +84,7 @@ func (c *accountCreateCmd) Run(ctx context.Context) error {
 }
 
 func (c *accountListCmd) Run(ctx context.Context) error {
-	return c.withApp(ctx, func(a *app.App) error {
+	return c.withInstallation(ctx, false, func(a *app.App) error {
 		accounts, err := a.ListAccounts(ctx)
 		if err != nil {
 			return err
@@ -81,7 +103,7 @@ func (c *accountListCmd) Run(ctx context.Context) error {
 }
 
 func (c *accountDeleteCmd) Run(ctx context.Context) error {
-	return c.withApp(ctx, func(a *app.App) error {
+	return c.withInstallation(ctx, false, func(a *app.App) error {
 		if err := a.DeleteAccount(ctx, c.Name); err != nil {
 			return err
 		}
@@ -94,8 +116,12 @@ type migrateCmd struct {
 	dbFlags
 }
 
+// Run migrates the database, which must exist: a SQLite file that does
+// not is refused (serve and account create make one, already migrated),
+// while an empty PostgreSQL database gets its schema, the first step of a
+// cluster (docs/scaling.md).
 func (c *migrateCmd) Run(ctx context.Context) error {
-	store, err := c.openStore(ctx, nil) // opening migrates
+	store, err := c.openExisting(ctx) // opening migrates
 	if err != nil {
 		return err
 	}
@@ -113,7 +139,7 @@ type keysRotateCmd struct {
 }
 
 func (c *keysRotateCmd) Run(ctx context.Context) error {
-	return c.withApp(ctx, func(a *app.App) error {
+	return c.withInstallation(ctx, true, func(a *app.App) error {
 		id, err := a.Seeds.(*secretbox.FileKeyring).Rotate()
 		if err != nil {
 			return err
@@ -128,7 +154,7 @@ type keysReencryptCmd struct {
 }
 
 func (c *keysReencryptCmd) Run(ctx context.Context) error {
-	return c.withApp(ctx, func(a *app.App) error { return reencrypt(ctx, a) })
+	return c.withInstallation(ctx, true, func(a *app.App) error { return reencrypt(ctx, a) })
 }
 
 func reencrypt(ctx context.Context, a *app.App) error {

@@ -2,10 +2,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -109,20 +111,47 @@ func describe(err error, r *redactor) string {
 	return r.redact(msg + ": " + e.Err.Error())
 }
 
-// openStore opens and migrates the configured database; log (nil: none)
-// receives what the store's background work reports.
+// openStore opens and migrates the configured database, creating it (and
+// the data folder) if missing: serve and account create start an
+// installation. log (nil: none) receives what the store's background work
+// reports.
 func (f *dbFlags) openStore(ctx context.Context, log *slog.Logger) (verity.Store, error) {
+	return f.open(ctx, log, storeopen.Create)
+}
+
+// openExisting opens and migrates the configured database, which must
+// exist: the commands that work on an installation, run in the wrong
+// folder, must not start a new, empty one there and report on that.
+func (f *dbFlags) openExisting(ctx context.Context) (verity.Store, error) {
+	store, err := f.open(ctx, nil, storeopen.MustExist)
+	switch {
+	case errors.Is(err, storeopen.ErrNoDatabase) && f.DB == "":
+		return nil, fmt.Errorf("no Verity installation in %s (no %s): pass --data-dir or --db, "+
+			"or run `verity serve` or `verity account create` once to create one",
+			f.DataDir, filepath.Join(f.DataDir, "verity.db"))
+	case errors.Is(err, storeopen.ErrNoDatabase):
+		return nil, fmt.Errorf("%w: check --db, or run `verity serve` or `verity account create` with it once to create it", err)
+	}
+	return store, err
+}
+
+// open opens the configured database as mode says; only Create makes the
+// data folder.
+func (f *dbFlags) open(ctx context.Context, log *slog.Logger, mode storeopen.Mode) (verity.Store, error) {
 	if f.PGCheckBatch < 1 {
 		return nil, verity.Errorf(verity.EINVALID, "--pg-check-batch must be at least 1, not %d", f.PGCheckBatch)
 	}
 	dsn := f.DB
 	if dsn == "" {
-		if err := os.MkdirAll(f.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("create data folder: %w", err)
+		if mode == storeopen.Create {
+			if err := os.MkdirAll(f.DataDir, 0o700); err != nil {
+				return nil, fmt.Errorf("create data folder: %w", err)
+			}
 		}
 		dsn = filepath.Join(f.DataDir, "verity.db")
 	}
 	return storeopen.OpenWith(ctx, dsn, storeopen.Options{
+		Mode:     mode,
 		SQLite:   sqlite.Options{Sync: sqlite.Sync(f.SQLiteSync), Log: log},
 		Postgres: postgres.Options{CheckBatch: f.PGCheckBatch},
 	})
@@ -149,6 +178,17 @@ func (f *dbFlags) loadSeedKeys() (*secretbox.FileKeyring, error) {
 		return secretbox.OpenFileKeyring(f.SeedKeysFile, false)
 	}
 	return secretbox.OpenFileKeyring(filepath.Join(f.DataDir, "seed-keys.json"), true)
+}
+
+// existingSeedKeys opens the authenticator-seed keyring, which must exist:
+// a keyring generated now could open none of the seeds in the database.
+func (f *dbFlags) existingSeedKeys() (*secretbox.FileKeyring, error) {
+	path := cmp.Or(f.SeedKeysFile, filepath.Join(f.DataDir, "seed-keys.json"))
+	keys, err := secretbox.OpenFileKeyring(path, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no seed keyring at %s: pass --seed-keys-file or --data-dir", path)
+	}
+	return keys, err
 }
 
 // newLogger returns the process logger: JSON for machines, text for people.

@@ -59,6 +59,12 @@ const (
 	// Create (the zero value) creates a SQLite file that does not exist
 	// and brings the schema up to date, creating it in an empty database.
 	Create Mode = iota
+	// MustExist refuses a SQLite file that does not exist, creating
+	// nothing, and brings the schema up to date, creating it in an empty
+	// database: a command run in the wrong folder must not start a new,
+	// empty installation there. (A PostgreSQL database that does not
+	// exist cannot be connected to.)
+	MustExist
 	// AsIs changes nothing: the database must already exist and hold
 	// exactly this binary's schema. It reads a database that a server of
 	// another release may be serving, under which a migration would
@@ -84,7 +90,7 @@ func Open(ctx context.Context, dsn string) (verity.Store, error) {
 // statement mode come from the URL or keyword/value string (pool_max_conns;
 // default_query_exec_mode=cache_describe behind PgBouncer).
 func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, error) {
-	if opts.Mode != Create && opts.Mode != AsIs {
+	if opts.Mode != Create && opts.Mode != MustExist && opts.Mode != AsIs {
 		return nil, fmt.Errorf("storeopen: unknown mode %d", opts.Mode)
 	}
 	// what names the database in errors; never a URL, which may hold a password.
@@ -92,8 +98,8 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, erro
 	if !IsPostgres(dsn) {
 		what = "database " + dsn
 		// Opening a SQLite file creates it.
-		if _, err := os.Stat(dsn); errors.Is(err, fs.ErrNotExist) && opts.Mode == AsIs {
-			return nil, fmt.Errorf("no SQLite database at %s", dsn)
+		if _, err := os.Stat(dsn); errors.Is(err, fs.ErrNotExist) && opts.Mode != Create {
+			return nil, &noDatabaseError{path: dsn}
 		}
 	}
 	var (
@@ -111,10 +117,10 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, erro
 	if err != nil {
 		return nil, err
 	}
-	if opts.Mode == Create {
-		err = db.Migrate(ctx)
-	} else {
+	if opts.Mode == AsIs {
 		err = checkSchema(ctx, db, what)
+	} else {
+		err = db.Migrate(ctx)
 	}
 	if err != nil {
 		db.Close()
@@ -122,6 +128,16 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, erro
 	}
 	return db, nil
 }
+
+// ErrNoDatabase is what the error for a SQLite file that must exist and
+// does not wraps.
+var ErrNoDatabase = errors.New("no such database")
+
+// noDatabaseError names the SQLite file that must exist and does not.
+type noDatabaseError struct{ path string }
+
+func (e *noDatabaseError) Error() string { return "no SQLite database at " + e.path }
+func (e *noDatabaseError) Unwrap() error { return ErrNoDatabase }
 
 // checkSchema returns an error unless db holds exactly this binary's
 // schema. It asks first whether there is a schema at all: CheckSchema

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -274,5 +275,32 @@ func TestOpenPostgresByAnyName(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("opening PostgreSQL created %d files in the working folder", len(entries))
+	}
+}
+
+// TestOpenMustExist: the mode of the commands that work on an
+// installation creates no SQLite file, and migrates one that exists.
+func TestOpenMustExist(t *testing.T) {
+	ctx := context.Background()
+	mustExist := storeopen.Options{Mode: storeopen.MustExist}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "verity.db")
+	if db, err := storeopen.OpenWith(ctx, path, mustExist); !errors.Is(err, storeopen.ErrNoDatabase) {
+		if err == nil {
+			db.Close()
+		}
+		t.Fatalf("OpenWith on a missing file = %v, want ErrNoDatabase", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("the folder holds %d files after the refusal, want none", len(entries))
+	}
+	older := sqliteAtPreviousSchema(t, path)
+	db, err := storeopen.OpenWith(ctx, path, mustExist)
+	if err != nil {
+		t.Fatalf("OpenWith on an existing database = %v", err)
+	}
+	db.Close()
+	if got := sqliteVersion(t, path); got <= older {
+		t.Fatalf("schema version %d after OpenWith, want it migrated past %d", got, older)
 	}
 }
