@@ -1,7 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"net/url"
+	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -18,12 +21,14 @@ type redactor struct {
 	withhold bool
 }
 
-// newRedactor collects the passwords of every postgres:// URL in args and
-// env (values, or KEY=value pairs), PGPASSWORD, and the webhook's secret.
+// newRedactor collects the passwords of every postgres:// URL and libpq
+// keyword/value string in args and env (values, or KEY=value pairs),
+// PGPASSWORD, and the webhook's secret.
 func newRedactor(args, env []string) *redactor {
 	r := &redactor{}
 	for i, a := range args {
 		r.addURLs(a)
+		r.addKeywordPasswords(a)
 		if v, ok := strings.CutPrefix(a, "--sms-webhook-secret="); ok {
 			r.add(v)
 		} else if a == "--sms-webhook-secret" && i+1 < len(args) {
@@ -33,11 +38,37 @@ func newRedactor(args, env []string) *redactor {
 	for _, kv := range env {
 		key, v, _ := strings.Cut(kv, "=")
 		r.addURLs(v)
+		r.addKeywordPasswords(v)
 		if key == "PGPASSWORD" || key == "VERITY_SMS_WEBHOOK_SECRET" {
 			r.add(v)
 		}
 	}
+	// Longest first: a secret that begins another would otherwise be
+	// replaced first and leave the longer one's tail in sight.
+	slices.SortFunc(r.secrets, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
 	return r
+}
+
+// keywordPassword finds a password (or the client key's sslpassword) in a
+// libpq keyword/value string ("host=… password=…"), where spaces may surround the '=' and a value may
+// be single-quoted with backslash escapes. pgx masks such a password in its
+// parse errors only when it is written "password=value".
+var keywordPassword = regexp.MustCompile(`(?i)\b(?:ssl)?password\s*=\s*('(?:\\.|[^'\\])*'?|\S+)`)
+
+// addKeywordPasswords records the passwords of the keyword/value strings s
+// holds, as written and unquoted. A quoted one may hold spaces, and a parse
+// error can then show any piece of it: the cause is withheld.
+func (r *redactor) addKeywordPasswords(s string) {
+	for _, m := range keywordPassword.FindAllStringSubmatch(s, -1) {
+		v := m[1]
+		r.add(v)
+		if unquoted, ok := strings.CutPrefix(v, "'"); ok {
+			r.withhold = true
+			unquoted = strings.TrimSuffix(unquoted, "'")
+			r.add(unquoted)
+			r.add(strings.NewReplacer(`\'`, "'", `\\`, `\`).Replace(unquoted))
+		}
+	}
 }
 
 func (r *redactor) add(secret string) {
@@ -49,8 +80,9 @@ func (r *redactor) add(secret string) {
 // addURLs records the passwords of the postgres:// URLs s holds (a flag's
 // value may follow its name and an '=').
 func (r *redactor) addURLs(s string) {
+	lower := strings.ToLower(s) // storeopen takes the scheme in any case; the lengths match
 	for _, scheme := range []string{"postgres://", "postgresql://"} {
-		i := strings.Index(s, scheme)
+		i := strings.Index(lower, scheme)
 		if i < 0 {
 			continue
 		}
@@ -74,9 +106,11 @@ func (r *redactor) addURLs(s string) {
 			if pw, ok := u.User.Password(); ok {
 				r.add(pw)
 			}
-			for _, pw := range u.Query()["password"] {
-				r.add(pw)
-				r.add(url.QueryEscape(pw))
+			for _, key := range []string{"password", "sslpassword"} {
+				for _, pw := range u.Query()[key] {
+					r.add(pw)
+					r.add(url.QueryEscape(pw))
+				}
 			}
 		}
 	}
@@ -91,5 +125,6 @@ func (r *redactor) redact(s string) string {
 }
 
 // withheld replaces a cause that may hold pieces of a password.
-const withheld = " (cause not shown: a postgres:// URL has an '@' after its host part, so pieces of its password may be in it;" +
-	" percent-encode '@', '/', '?' and '#' in its user name and password, e.g. '/' as %2F)"
+const withheld = " (cause not shown: it may hold pieces of a password: a postgres:// URL has an '@' after its host part," +
+	" or a keyword/value string has a quoted password; percent-encode '@', '/', '?' and '#' in a URL's user name and password," +
+	" e.g. '/' as %2F, or give the password in PGPASSWORD)"

@@ -71,3 +71,44 @@ func TestUnreachablePostgreSQLShowsTheCauseButNoPassword(t *testing.T) {
 		}
 	})
 }
+
+// TestPasswordsInOtherFormsStayHidden: passwords that a postgres:// URL
+// in lower case is not the only way to give: a libpq keyword/value string
+// (spaces around '=', a quoted value with an escaped quote), an upper-case
+// scheme, and a keyword string the shell split into arguments, which kong
+// then names in its usage error.
+func TestPasswordsInOtherFormsStayHidden(t *testing.T) {
+	port := closedPort(t)
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		secrets []string
+	}{
+		{"a keyword string with spaces around '=' that pgx cannot parse",
+			[]string{"migrate", "--db", "host=127.0.0.1 password = S3cretPW port=abc"}, []string{"S3cretPW"}},
+		{"a keyword string with a quoted password holding a space and an escaped quote",
+			[]string{"migrate", "--db", `host=127.0.0.1 password='S3c\'ret PW' port=abc`}, []string{"S3c", "PW"}},
+		{"a keyword string's sslpassword",
+			[]string{"migrate", "--db", "host=127.0.0.1 sslpassword=K3yPassW0rd port=abc"}, []string{"K3yPassW0rd"}},
+		// pgx reads "5432/S3cretPW@127.0.0.1/postgres" as the database name.
+		{"an upper-case scheme with an unescaped '/' in the password",
+			[]string{"migrate", "--db", "POSTGRES://verity:" + port + "/S3cretPW@127.0.0.1/postgres"}, []string{"S3cretPW"}},
+		{"an unquoted keyword string, split by the shell into arguments",
+			[]string{"account", "list", "--db", "host=127.0.0.1", "password=S3cretPW"}, []string{"S3cretPW"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, err := runVerity(t, t.TempDir(), tc.args...)
+			if err == nil {
+				t.Fatalf("%v succeeded, want a failure", tc.args)
+			}
+			if !strings.HasPrefix(stderr, "verity: ") {
+				t.Errorf("stderr = %q, want verity's one-line error", stderr)
+			}
+			for _, s := range tc.secrets {
+				if strings.Contains(stderr, s) {
+					t.Errorf("stderr shows %q, (a piece of) the password: %q", s, stderr)
+				}
+			}
+		})
+	}
+}
