@@ -33,7 +33,7 @@ type accountDeleteCmd struct {
 
 // withApp opens the database and the keys, creating any that is missing,
 // runs fn and closes everything: account create may be the first command
-// of an installation.
+// of an installation. An existing database is not migrated.
 func (f *dbFlags) withApp(ctx context.Context, fn func(*app.App) error) error {
 	keys, err := f.loadKeys()
 	if err != nil {
@@ -43,7 +43,7 @@ func (f *dbFlags) withApp(ctx context.Context, fn func(*app.App) error) error {
 	if err != nil {
 		return err
 	}
-	store, err := f.openStore(ctx, nil)
+	store, err := f.openInstallation(ctx)
 	if err != nil {
 		return err
 	}
@@ -57,9 +57,10 @@ func (f *dbFlags) withApp(ctx context.Context, fn func(*app.App) error) error {
 // the seed keyring, which must exist too, runs fn and closes everything.
 // Run in the wrong folder, these commands used to create an installation
 // there (folder, keys, empty database) and report on it: no accounts, no
-// seeds to re-encrypt. None of them uses the server secret.
+// seeds to re-encrypt. None of them uses the server secret, and none
+// migrates the database.
 func (f *dbFlags) withInstallation(ctx context.Context, seeds bool, fn func(*app.App) error) error {
-	store, err := f.openExisting(ctx)
+	store, err := f.openExisting(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -121,7 +122,7 @@ type migrateCmd struct {
 // while an empty PostgreSQL database gets its schema, the first step of a
 // cluster (docs/scaling.md).
 func (c *migrateCmd) Run(ctx context.Context) error {
-	store, err := c.openExisting(ctx) // opening migrates
+	store, err := c.openExisting(ctx, true)
 	if err != nil {
 		return err
 	}

@@ -112,18 +112,31 @@ func describe(err error, r *redactor) string {
 }
 
 // openStore opens and migrates the configured database, creating it (and
-// the data folder) if missing: serve and account create start an
-// installation. log (nil: none) receives what the store's background work
-// reports.
+// the data folder) if missing: serve starts an installation, and brings
+// its schema up to date. log (nil: none) receives what the store's
+// background work reports.
 func (f *dbFlags) openStore(ctx context.Context, log *slog.Logger) (verity.Store, error) {
-	return f.open(ctx, log, storeopen.Create)
+	return f.open(ctx, log, storeopen.Options{Mode: storeopen.Create})
 }
 
-// openExisting opens and migrates the configured database, which must
-// exist: the commands that work on an installation, run in the wrong
-// folder, must not start a new, empty one there and report on that.
-func (f *dbFlags) openExisting(ctx context.Context) (verity.Store, error) {
-	store, err := f.open(ctx, nil, storeopen.MustExist)
+// openInstallation opens the configured database as it is, creating it
+// (and the data folder) if missing, with this binary's schema: account
+// create may be the first command of an installation. A database that
+// has a schema is not migrated (see openExisting).
+func (f *dbFlags) openInstallation(ctx context.Context) (verity.Store, error) {
+	return f.open(ctx, nil, storeopen.Options{Mode: storeopen.Create, NoMigrate: true})
+}
+
+// openExisting opens the configured database, which must exist: the
+// commands that work on an installation, run in the wrong folder, must
+// not start a new, empty one there and report on that. Only with migrate
+// does it bring the schema up to date; otherwise a schema other than this
+// binary's is refused, since a newer binary's admin command must not
+// change the schema under the older release's server still using it (a
+// rolling upgrade's rollback path, docs/scaling.md). A database without a
+// schema gets this binary's in either case.
+func (f *dbFlags) openExisting(ctx context.Context, migrate bool) (verity.Store, error) {
+	store, err := f.open(ctx, nil, storeopen.Options{Mode: storeopen.MustExist, NoMigrate: !migrate})
 	switch {
 	case errors.Is(err, storeopen.ErrNoDatabase) && f.DB == "":
 		return nil, fmt.Errorf("no Verity installation in %s (no %s): pass --data-dir or --db, "+
@@ -135,26 +148,24 @@ func (f *dbFlags) openExisting(ctx context.Context) (verity.Store, error) {
 	return store, err
 }
 
-// open opens the configured database as mode says; only Create makes the
-// data folder.
-func (f *dbFlags) open(ctx context.Context, log *slog.Logger, mode storeopen.Mode) (verity.Store, error) {
+// open opens the configured database as opts say, adding the settings of
+// the flags; only the Create mode makes the data folder.
+func (f *dbFlags) open(ctx context.Context, log *slog.Logger, opts storeopen.Options) (verity.Store, error) {
 	if f.PGCheckBatch < 1 {
 		return nil, verity.Errorf(verity.EINVALID, "--pg-check-batch must be at least 1, not %d", f.PGCheckBatch)
 	}
 	dsn := f.DB
 	if dsn == "" {
-		if mode == storeopen.Create {
+		if opts.Mode == storeopen.Create {
 			if err := os.MkdirAll(f.DataDir, 0o700); err != nil {
 				return nil, fmt.Errorf("create data folder: %w", err)
 			}
 		}
 		dsn = filepath.Join(f.DataDir, "verity.db")
 	}
-	return storeopen.OpenWith(ctx, dsn, storeopen.Options{
-		Mode:     mode,
-		SQLite:   sqlite.Options{Sync: sqlite.Sync(f.SQLiteSync), Log: log},
-		Postgres: postgres.Options{CheckBatch: f.PGCheckBatch},
-	})
+	opts.SQLite = sqlite.Options{Sync: sqlite.Sync(f.SQLiteSync), Log: log}
+	opts.Postgres = postgres.Options{CheckBatch: f.PGCheckBatch}
+	return storeopen.OpenWith(ctx, dsn, opts)
 }
 
 // openDatabase opens and migrates a database named by a SQLite path, a

@@ -22,9 +22,20 @@ func CheckNotNewer(ctx context.Context, p *goose.Provider) error {
 		known = max(known, s.Version)
 	}
 	if current > known {
-		return fmt.Errorf("database schema version %d is newer than this binary understands (%d): upgrade verity", current, known)
+		return &NewerError{Version: current, Known: known}
 	}
 	return nil
+}
+
+// NewerError is CheckNotNewer's error for a schema newer than this
+// binary's.
+type NewerError struct {
+	Version int64 // the database's schema version
+	Known   int64 // the newest version this binary embeds
+}
+
+func (e *NewerError) Error() string {
+	return fmt.Sprintf("database schema version %d is newer than this binary understands (%d): upgrade verity", e.Version, e.Known)
 }
 
 // ErrOlder is CheckCurrent's error for a schema that migrations are

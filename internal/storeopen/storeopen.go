@@ -75,9 +75,18 @@ const (
 // Options say how to open a database: what opening may do to it, and the
 // settings its name does not carry.
 type Options struct {
-	Mode     Mode
-	SQLite   sqlite.Options   // ignored for PostgreSQL
-	Postgres postgres.Options // ignored for SQLite
+	Mode Mode
+	// NoMigrate leaves a Verity schema as it is in the Create and
+	// MustExist modes: one not exactly this binary's is refused, as AsIs
+	// refuses it, rather than migrated. A database without a schema (a
+	// new SQLite file, an empty PostgreSQL database) still gets this
+	// binary's: an installation starts so. The admin commands other than
+	// migrate open so: run by a newer binary against a database that an
+	// older release still serves, a migration would change the schema
+	// under that server and take away its rollback.
+	NoMigrate bool
+	SQLite    sqlite.Options   // ignored for PostgreSQL
+	Postgres  postgres.Options // ignored for SQLite
 }
 
 // Open opens and migrates the database dsn names, with default options.
@@ -117,9 +126,12 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, erro
 	if err != nil {
 		return nil, err
 	}
-	if opts.Mode == AsIs {
+	switch {
+	case opts.Mode == AsIs:
 		err = checkSchema(ctx, db, what)
-	} else {
+	case opts.NoMigrate:
+		err = schemaUnchanged(ctx, db, what)
+	default:
 		err = db.Migrate(ctx)
 	}
 	if err != nil {
@@ -150,13 +162,39 @@ func checkSchema(ctx context.Context, db store, what string) error {
 	if !has {
 		return fmt.Errorf("%s holds no Verity schema: is it the right database?", what)
 	}
-	err = db.CheckSchema(ctx)
-	if errors.Is(err, schema.ErrOlder) {
+	return checkVersion(ctx, db, what)
+}
+
+// schemaUnchanged gives a database without Verity's schema this binary's
+// and returns an error unless one that has a schema holds exactly this
+// binary's, which it leaves as it is.
+func schemaUnchanged(ctx context.Context, db store, what string) error {
+	has, err := db.HasSchema(ctx)
+	if err != nil {
+		return err
+	}
+	if !has {
+		// Migrate takes PostgreSQL's migration lock and refuses a newer
+		// schema, should a server have created one since.
+		return db.Migrate(ctx)
+	}
+	return checkVersion(ctx, db, what)
+}
+
+// checkVersion returns an error, in one line saying what to do, unless
+// the schema of db, which has one, is exactly this binary's.
+func checkVersion(ctx context.Context, db store, what string) error {
+	err := db.CheckSchema(ctx)
+	var newer *schema.NewerError
+	switch {
+	case errors.Is(err, schema.ErrOlder):
 		return fmt.Errorf("%s has an older schema than this release's: use the verity release that matches it, "+
 			"or first run this release's `verity migrate` on it (see docs/scaling.md on upgrades)", what)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err) // newer: "… upgrade verity"
+	case errors.As(err, &newer):
+		return fmt.Errorf("%s has a newer schema (version %d) than this release's (%d): use the verity release that matches it "+
+			"(see docs/scaling.md on upgrades)", what, newer.Version, newer.Known)
+	case err != nil:
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }
