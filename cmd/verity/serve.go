@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -123,8 +124,11 @@ func (c *serveCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// inFlight counts the requests being handled, so that a drain cut
+	// short can say how many it cut.
+	var inFlight atomic.Int64
 	srv := &http.Server{
-		Handler:           api.Handler(),
+		Handler:           countInFlight(api.Handler(), &inFlight),
 		ReadHeaderTimeout: c.ReadHeaderTimeoutFlag,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      writeTimeout, // above the SMS send timeout: a start waits for delivery
@@ -174,19 +178,37 @@ func (c *serveCmd) Run(ctx context.Context) error {
 	go func() { drained <- srv.Shutdown(shutdownCtx) }()
 	select {
 	case err := <-drained:
+		if errors.Is(err, context.DeadlineExceeded) {
+			// Shutdown leaves the connections it did not drain open; close
+			// them rather than leave them to the exit, and say so.
+			n := inFlight.Load()
+			srv.Close()
+			log.Warn("drain timed out: stopped, requests in flight were cut", "timeout", c.ShutdownTimeout.String(), "in_flight", n)
+			return fmt.Errorf("the drain timed out after %s (--shutdown-timeout): requests in flight were cut (%d)", c.ShutdownTimeout, n)
+		}
 		if err != nil {
 			return fmt.Errorf("shutdown: %w", err)
 		}
 	case sig := <-again:
+		n := inFlight.Load()
 		srv.Close() // closes every connection, active ones too
-		log.Warn("second signal during the drain: stopped at once, requests in flight were cut", "signal", sig.String())
-		return fmt.Errorf("a second signal (%s) stopped the drain: requests in flight were cut", sig)
+		log.Warn("second signal during the drain: stopped at once, requests in flight were cut", "signal", sig.String(), "in_flight", n)
+		return fmt.Errorf("a second signal (%s) stopped the drain: requests in flight were cut (%d)", sig, n)
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// countInFlight returns h counting in n the requests it is handling.
+func countInFlight(h http.Handler, n *atomic.Int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		defer n.Add(-1)
+		h.ServeHTTP(w, r)
+	})
 }
 
 // sender picks the delivery: the webhook when configured, else the log

@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -21,7 +22,8 @@ type drainSetup struct {
 	started chan error // the in-flight start's outcome: nil for a 200
 }
 
-func startRequestInFlight(t *testing.T) *drainSetup {
+// startRequestInFlight starts it with --shutdown-timeout shutdownTimeout.
+func startRequestInFlight(t *testing.T, shutdownTimeout string) *drainSetup {
 	t.Helper()
 	arrived := make(chan struct{}, 1)
 	hold := make(chan struct{})
@@ -43,7 +45,7 @@ func startRequestInFlight(t *testing.T) *drainSetup {
 	dir := t.TempDir()
 	auth := createAccount(t, dir, "acme")
 	s := startServer(t, dir, "--sms-webhook", gw.URL+"/sms", "--sms-webhook-secret", "0123456789abcdef-drain-test",
-		"--sms-webhook-timeout", "25s", "--shutdown-timeout", "60s")
+		"--sms-webhook-timeout", "25s", "--shutdown-timeout", shutdownTimeout)
 	c := http.DefaultClient
 	_, svc := call(t, c, s.URL, auth, "POST", "/v1/service/service", map[string]any{"name": "Drain", "fqdn": "drain.example"})
 	sid, _ := svc["id"].(string)
@@ -83,7 +85,7 @@ func (d *drainSetup) signalAndWaitForDrain(t *testing.T) {
 // server at once, with a non-zero exit and a line saying requests were cut.
 func TestSecondSignalStopsTheDrain(t *testing.T) {
 	t.Run("after one signal a request in flight finishes and the server exits cleanly", func(t *testing.T) {
-		d := startRequestInFlight(t)
+		d := startRequestInFlight(t, "60s")
 		d.signalAndWaitForDrain(t)
 		d.release()
 		if err := <-d.started; err != nil {
@@ -100,7 +102,7 @@ func TestSecondSignalStopsTheDrain(t *testing.T) {
 	})
 
 	t.Run("a second signal during the drain stops at once, cutting the request", func(t *testing.T) {
-		d := startRequestInFlight(t)
+		d := startRequestInFlight(t, "60s")
 		d.signalAndWaitForDrain(t)
 		d.s.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -119,4 +121,45 @@ func TestSecondSignalStopsTheDrain(t *testing.T) {
 			t.Errorf("the start in flight was answered 200, want its connection cut")
 		}
 	})
+}
+
+// TestDrainThatTimesOutSaysSo: a drain that ran out of --shutdown-timeout
+// exited with only "shutdown: context deadline exceeded", and nothing said
+// that requests in flight were cut. A warning now says so, with how many,
+// as after a second signal, and so does the exit message.
+func TestDrainThatTimesOutSaysSo(t *testing.T) {
+	d := startRequestInFlight(t, "1s")
+	d.signalAndWaitForDrain(t)
+	select {
+	case <-d.s.exited:
+	case <-time.After(15 * time.Second): // the gateway holds the start for 25 s, the drain allows 1 s
+		t.Fatalf("the server still drains 15 s after SIGTERM with --shutdown-timeout 1s:\n%s", d.s.Stderr())
+	}
+	var exit *exec.ExitError
+	if !errors.As(d.s.waitErr, &exit) || exit.ExitCode() == 0 {
+		t.Errorf("exit = %v, want a non-zero status", d.s.waitErr)
+	}
+	stderr := d.s.Stderr()
+	var warning map[string]any
+	for _, line := range strings.Split(stderr, "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["level"] == "WARN" && strings.Contains(fmt.Sprint(rec["msg"]), "requests in flight were cut") {
+			warning = rec
+		}
+	}
+	if warning == nil {
+		t.Fatalf("no warning says requests in flight were cut:\n%s", stderr)
+	}
+	if got, want := warning["msg"], "drain timed out: stopped, requests in flight were cut"; got != want {
+		t.Errorf("warning %q, want %q", got, want)
+	}
+	if got, want := warning["in_flight"], 1.0; got != want {
+		t.Errorf("warning's in_flight = %v, want %v", got, want)
+	}
+	if want := "verity: the drain timed out after 1s (--shutdown-timeout): requests in flight were cut (1)"; !strings.Contains(stderr, want) {
+		t.Errorf("no exit message %q:\n%s", want, stderr)
+	}
+	if err := <-d.started; err == nil {
+		t.Errorf("the start in flight was answered 200, want its connection cut")
+	}
 }
