@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/verityhq/verity"
 	"github.com/verityhq/verity/sqlite"
 )
 
@@ -117,4 +118,68 @@ func asUnprivileged(t *testing.T) bool {
 	}
 	t.Logf("ran as the user nobody:\n%s", out)
 	return false
+}
+
+// TestOpenReadOnly: a store opened with Options.ReadOnly (a copy's source)
+// reads a database this process cannot write, here one that a server
+// still has open in a folder nobody may write, as another user's would
+// be; writes are refused, and the server goes on writing.
+func TestOpenReadOnly(t *testing.T) {
+	if !asUnprivileged(t) {
+		return
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "verity.db")
+	server, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	if err := server.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := server.CreateAccount(ctx, &verity.Account{ID: "a1", Username: "acme", SecretHash: []byte("h")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"verity.db", "verity.db-wal", "verity.db-shm"} {
+		if err := os.Chmod(filepath.Join(dir, name), 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(dir, 0o700) })
+	if appendTo(path+"-shm") == nil {
+		t.Fatal("the permission bits do not stop this process's writes; the test cannot work here")
+	}
+
+	db, err := sqlite.OpenWith(path, sqlite.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("OpenWith(ReadOnly) = %v, want the database opened", err)
+	}
+	if err := db.CheckSchema(ctx); err != nil {
+		t.Fatalf("CheckSchema = %v", err)
+	}
+	var accounts []string
+	err = db.Export(ctx, func(r verity.Record) error {
+		if r.Account != nil {
+			accounts = append(accounts, r.Account.Username)
+		}
+		return nil
+	})
+	if err != nil || len(accounts) != 1 || accounts[0] != "acme" {
+		t.Fatalf("Export = %v, accounts %v; want acme", err, accounts)
+	}
+	err = db.CreateAccount(ctx, &verity.Account{ID: "a2", Username: "beta", SecretHash: []byte("h")})
+	if err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("CreateAccount on the read-only store = %v, want it refused as read-only", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := server.CreateAccount(ctx, &verity.Account{ID: "a3", Username: "gamma", SecretHash: []byte("h")}); err != nil {
+		t.Fatalf("the server's write after the read-only reader: %v", err)
+	}
 }

@@ -97,6 +97,16 @@ type Options struct {
 	// discards it.
 	Log *slog.Logger
 
+	// ReadOnly opens the file only to read it, as a copy's source: with
+	// SQLite's mode=ro and query_only, no writer connection, no
+	// checkpointer and no switch to WAL mode, so a file this process
+	// cannot write (a backup on read-only storage, another user's file)
+	// opens, and nothing is written to it. Every write fails. Sync is
+	// ignored. A database in WAL mode needs its -shm beside it, which
+	// SQLite creates if missing: where it is missing and cannot be created
+	// (a folder this process cannot write), opening fails and says so.
+	ReadOnly bool
+
 	walRestartFrames int64 // tests: 0 means the constant walRestartFrames
 }
 
@@ -108,6 +118,9 @@ func Open(path string) (*DB, error) { return OpenWith(path, Options{}) }
 // process's SQLite library to commit with fdatasync (see below): the switch
 // is the library's, process-wide, and Verity wants it for every store.
 func OpenWith(path string, opts Options) (*DB, error) {
+	if opts.ReadOnly {
+		return openReadOnly(path, opts)
+	}
 	var synchronous string
 	switch opts.Sync {
 	case "", SyncFull:
@@ -138,8 +151,7 @@ func OpenWith(path string, opts Options) (*DB, error) {
 	if _, err := sqlite.Fdatasync(true); err != nil && !errors.Is(err, sqlite.ErrFdatasyncUnavailable) {
 		return nil, fmt.Errorf("sqlite: fdatasync: %w", err)
 	}
-	// The path goes into a file: URI, where ?, # and % mean something.
-	uri := "file:" + strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(path)
+	uri := fileURI(path)
 	// The writer keeps a larger page cache than SQLite's 2 MiB, for the
 	// users and PINs the writes touch, but not much larger: a B-tree split
 	// whose new pages come out of order swaps two of them through the
@@ -217,6 +229,57 @@ func OpenWith(path string, opts Options) (*DB, error) {
 		stopCheckpoints: make(chan struct{}), checkpointsDone: make(chan struct{})}
 	go db.checkpointer(checkpointInterval)
 	return db, nil
+}
+
+// fileURI returns a file: URI naming path, where ?, # and % mean
+// something.
+func fileURI(path string) string {
+	return "file:" + strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(path)
+}
+
+// errReadOnly answers the writes to a store opened with Options.ReadOnly.
+var errReadOnly = errors.New("sqlite: database opened read-only")
+
+// openReadOnly opens path as Options.ReadOnly says: one pool of read-only
+// connections, and a write queue that refuses every write.
+func openReadOnly(path string, opts Options) (*DB, error) {
+	// mode=ro refuses a file that does not exist rather than create it.
+	pragmas := url.Values{"mode": {"ro"}}
+	for _, p := range []string{"busy_timeout(10000)", "foreign_keys(1)", "query_only(1)"} {
+		pragmas.Add("_pragma", p)
+	}
+	reader, err := sql.Open("sqlite", fileURI(path)+"?"+pragmas.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite reader: %w", err)
+	}
+	reader.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
+	reader.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
+	// Opening is lazy; a first read opens the file, and its -shm in WAL mode.
+	var n int
+	if err := reader.QueryRow(`SELECT count(*) FROM sqlite_master`).Scan(&n); err != nil {
+		reader.Close()
+		return nil, readOnlyOpenError(path, err)
+	}
+	log := cmp.Or(opts.Log, slog.New(slog.DiscardHandler))
+	// No checkpointer: checkpointsDone is closed, as if it had stopped.
+	done := make(chan struct{})
+	close(done)
+	return &DB{path: path, reader: reader, q: newRefusingQueue(errReadOnly), readStmts: newStmtCache(reader), log: log,
+		stopCheckpoints: make(chan struct{}), checkpointsDone: done}, nil
+}
+
+// readOnlyOpenError explains an error opening the database at path read-only.
+func readOnlyOpenError(path string, err error) error {
+	var se interface{ Code() int }
+	if errors.As(err, &se) && (se.Code() == sqlite3.SQLITE_READONLY_DIRECTORY || se.Code() == sqlite3.SQLITE_READONLY_CANTINIT) {
+		base := filepath.Base(path)
+		// immutable=1 would read it without the -shm, but would also ignore
+		// a -wal's commits and any write made while it reads: not safe.
+		return fmt.Errorf("sqlite: database %s cannot be read here: in WAL mode SQLite needs %s-shm beside it, "+
+			"and this process can neither use one nor create it in %s; copy %s to a folder this process can write, "+
+			"and read the copy (%w)", path, base, filepath.Dir(path), path, err)
+	}
+	return fmt.Errorf("open %s: %w", path, err)
 }
 
 // openError explains an error opening the database at path: one that
@@ -412,7 +475,11 @@ func (db *DB) migrator() (*goose.Provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := goose.NewProvider(goose.DialectSQLite3, db.writer, sub, goose.WithDisableGlobalRegistry(true))
+	conns := db.writer
+	if conns == nil { // opened read-only: CheckSchema only reads
+		conns = db.reader
+	}
+	p, err := goose.NewProvider(goose.DialectSQLite3, conns, sub, goose.WithDisableGlobalRegistry(true))
 	if err != nil {
 		return nil, fmt.Errorf("migrations: %w", err)
 	}
@@ -434,7 +501,10 @@ func (db *DB) Close() error {
 		db.stopCheckpointer()
 		qerr := db.q.close()
 		db.readStmts.close()
-		db.closeErr = errors.Join(qerr, db.reader.Close(), db.writer.Close())
+		db.closeErr = errors.Join(qerr, db.reader.Close())
+		if db.writer != nil { // nil: opened read-only
+			db.closeErr = errors.Join(db.closeErr, db.writer.Close())
+		}
 		if db.file != nil {
 			db.closeErr = errors.Join(db.closeErr, db.file.Close()) // last: see DB.file
 		}

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -115,6 +116,7 @@ type writeQueue struct {
 
 	mu       sync.RWMutex // guards closed against sends racing close
 	closed   bool
+	refusal  error // what a write to a closed queue gets: errClosed, or newRefusingQueue's
 	wg       sync.WaitGroup
 	closeErr error // closing conn, once the loop is done
 }
@@ -125,6 +127,12 @@ func newWriteQueue(conn *rawConn) *writeQueue {
 	q.wg.Add(1)
 	go q.loop()
 	return q
+}
+
+// newRefusingQueue returns a queue without a connection that answers every
+// write with err: a store opened read-only has no writer.
+func newRefusingQueue(err error) *writeQueue {
+	return &writeQueue{closed: true, refusal: err}
 }
 
 // write runs fn in a transaction shared with other writes and returns once
@@ -181,7 +189,7 @@ func (q *writeQueue) submit(spec writeOp) error {
 	if q.closed {
 		q.mu.RUnlock()
 		recycle()
-		return errClosed
+		return cmp.Or(q.refusal, errClosed)
 	}
 	select {
 	case q.ops <- op:

@@ -75,3 +75,56 @@ func unprivilegedRunner(t *testing.T) (string, func(args ...string) (string, str
 		return stdout.String(), stderr.String(), err
 	}
 }
+
+// TestStoreCopyFromAReadOnlySource: store copy refused a --from it could
+// not write ("is read-only"), though it only reads it: a backup on
+// read-only storage, another user's file. It now reads such a source,
+// and where SQLite cannot read it without writing beside it (a database
+// in WAL mode without its -shm, in a folder it cannot write) says to copy
+// the file somewhere writable first.
+func TestStoreCopyFromAReadOnlySource(t *testing.T) {
+	dir, run := unprivilegedRunner(t)
+	if _, stderr, err := run("account", "create", "acme"); err != nil {
+		t.Fatalf("account create: %v\n%s", err, stderr)
+	}
+	data := filepath.Join(dir, "verity-data")
+	db := filepath.Join(data, "verity.db")
+	if err := os.Chmod(db, 0o444); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("a file that cannot be written is copied", func(t *testing.T) {
+		stdout, stderr, err := run("store", "copy", "--from", "verity-data/verity.db", "--to", "copy.db")
+		if err != nil {
+			t.Fatalf("store copy from a read-only file: %v\n%s", err, stderr)
+		}
+		if !strings.Contains(stdout, `"accounts":{"copied":1,`) {
+			t.Fatalf("store copy printed %q, want 1 account copied", stdout)
+		}
+	})
+
+	t.Run("a folder that cannot be written, without the -shm, is refused saying to copy the file first", func(t *testing.T) {
+		for _, name := range []string{"verity.db-wal", "verity.db-shm"} { // left by the read-only reader above
+			if err := os.Remove(filepath.Join(data, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Chmod(data, 0o555); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod(data, 0o700) })
+		_, stderr, err := run("store", "copy", "--from", "verity-data/verity.db", "--to", "copy2.db")
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("store copy = %v, want exit status 1; stderr:\n%s", err, stderr)
+		}
+		line := strings.TrimSpace(stderr)
+		for _, want := range []string{"verity: open --from: sqlite: database verity-data/verity.db cannot be read here",
+			"verity.db-shm", "copy verity-data/verity.db to a folder this process can write"} {
+			if strings.Contains(line, "\n") || !strings.Contains(line, want) {
+				t.Fatalf("store copy: stderr %q, want one line saying %q", line, want)
+			}
+		}
+		t.Logf("store copy: %s", line)
+	})
+}

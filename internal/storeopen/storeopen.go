@@ -121,7 +121,11 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, erro
 		}
 		db, err = postgres.Open(ctx, dsn, opts.Postgres)
 	} else {
-		db, err = sqlite.OpenWith(dsn, opts.SQLite)
+		sqliteOpts := opts.SQLite
+		// Read as it is, a source need not be writable: a backup on
+		// read-only storage, another user's file.
+		sqliteOpts.ReadOnly = sqliteOpts.ReadOnly || opts.Mode == AsIs
+		db, err = sqlite.OpenWith(dsn, sqliteOpts)
 	}
 	if err != nil {
 		return nil, err
