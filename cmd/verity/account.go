@@ -137,9 +137,22 @@ type keysCmd struct {
 
 type keysRotateCmd struct {
 	dbFlags
+	KeyringOnly bool `name:"keyring-only" help:"Only add the new primary key to the seed keyring file; open no database and re-encrypt nothing (the first step of a rotation across several nodes, docs/scaling.md)."`
 }
 
 func (c *keysRotateCmd) Run(ctx context.Context) error {
+	if c.KeyringOnly {
+		seeds, err := c.existingSeedKeys()
+		if err != nil {
+			return err
+		}
+		id, err := seeds.Rotate()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "new primary seed key %q written; no seed was re-encrypted\n", id)
+		return nil
+	}
 	return c.withInstallation(ctx, true, func(a *app.App) error {
 		id, err := a.Seeds.(*secretbox.FileKeyring).Rotate()
 		if err != nil {

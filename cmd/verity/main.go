@@ -133,10 +133,13 @@ func (f *dbFlags) openInstallation(ctx context.Context) (verity.Store, error) {
 // does it bring the schema up to date; otherwise a schema other than this
 // binary's is refused, since a newer binary's admin command must not
 // change the schema under the older release's server still using it (a
-// rolling upgrade's rollback path, docs/scaling.md). A database without a
-// schema gets this binary's in either case.
+// rolling upgrade's rollback path, docs/scaling.md). Only migrate gives a
+// database without a schema this binary's (a new PostgreSQL database's
+// first step); the others refuse it, since an existing database without
+// Verity's tables is most likely the wrong one, and a typo must not fill it
+// with Verity's tables.
 func (f *dbFlags) openExisting(ctx context.Context, migrate bool) (verity.Store, error) {
-	store, err := f.open(ctx, nil, storeopen.Options{Mode: storeopen.MustExist, NoMigrate: !migrate})
+	store, err := f.open(ctx, nil, storeopen.Options{Mode: storeopen.MustExist, NoMigrate: !migrate, RequireSchema: !migrate})
 	switch {
 	case errors.Is(err, storeopen.ErrNoDatabase) && f.DB == "":
 		return nil, fmt.Errorf("no Verity installation in %s (no %s): pass --data-dir or --db, "+

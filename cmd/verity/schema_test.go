@@ -100,6 +100,47 @@ func TestAdminCommandsLeaveTheSchemaAlone(t *testing.T) {
 		}
 	})
 
+	t.Run("an existing database without Verity's schema is refused by list, delete and keys, and gets no tables", func(t *testing.T) {
+		// A mistyped --db naming another application's database (or an
+		// empty one) used to be given Verity's tables by any of them.
+		tables := func(t *testing.T, driver, dsn, query string) int {
+			t.Helper()
+			db, err := sql.Open(driver, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			var n int
+			if err := db.QueryRow(query).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		dir := t.TempDir()
+		createAccount(t, dir, "acme") // the seed keyring the keys commands need
+		empty := filepath.Join(dir, "empty.db")
+		if err := os.WriteFile(empty, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		targets := []struct{ name, driver, dsn, query string }{
+			{"an empty SQLite file", "sqlite", empty, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"},
+		}
+		if os.Getenv("VERITY_TEST_POSTGRES_URL") != "" {
+			targets = append(targets, struct{ name, driver, dsn, query string }{"an empty PostgreSQL database", "pgx", throwawayPostgres(t),
+				"SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"})
+		} else {
+			t.Log("VERITY_TEST_POSTGRES_URL not set: the PostgreSQL case is skipped")
+		}
+		for _, target := range targets {
+			for _, args := range adminCommands[1:] { // all but account create, which starts an installation
+				refused(t, dir, append(args, "--db", target.dsn), "holds no Verity schema")
+			}
+			if n := tables(t, target.driver, target.dsn, target.query); n != 0 {
+				t.Fatalf("%s: %d tables after the refusals, want none", target.name, n)
+			}
+		}
+	})
+
 	t.Run("account create gives an empty PostgreSQL database its schema, and the others then work on it", func(t *testing.T) {
 		pgURL := throwawayPostgres(t)
 		dir := t.TempDir()

@@ -85,8 +85,13 @@ type Options struct {
 	// older release still serves, a migration would change the schema
 	// under that server and take away its rollback.
 	NoMigrate bool
-	SQLite    sqlite.Options   // ignored for PostgreSQL
-	Postgres  postgres.Options // ignored for SQLite
+	// RequireSchema, with NoMigrate, refuses a database without Verity's
+	// schema instead of giving it this binary's: a command that only
+	// reads or changes an installation's records (account list, keys
+	// reencrypt) must not turn a mistyped database into one.
+	RequireSchema bool
+	SQLite        sqlite.Options   // ignored for PostgreSQL
+	Postgres      postgres.Options // ignored for SQLite
 }
 
 // Open opens and migrates the database dsn names, with default options.
@@ -132,6 +137,8 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, erro
 	}
 	switch {
 	case opts.Mode == AsIs:
+		err = checkSchema(ctx, db, what)
+	case opts.NoMigrate && opts.RequireSchema:
 		err = checkSchema(ctx, db, what)
 	case opts.NoMigrate:
 		err = schemaUnchanged(ctx, db, what)
