@@ -1,14 +1,10 @@
 package main_test
 
 import (
-	"context"
-	"crypto/rand"
 	"encoding/base32"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,41 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/verityhq/verity/internal/pgtest"
 	"github.com/verityhq/verity/totp"
 )
 
 // throwawayPostgres creates an empty database for one test and returns its
 // URL; it is dropped at cleanup. The test is skipped without
 // VERITY_TEST_POSTGRES_URL.
-func throwawayPostgres(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("VERITY_TEST_POSTGRES_URL")
-	if base == "" {
-		t.Skip("VERITY_TEST_POSTGRES_URL not set: PostgreSQL process tests skipped")
-	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "verity_copy_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-		conn.Close(context.Background())
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
-}
+func throwawayPostgres(t *testing.T) string { return pgtest.NewDatabase(t, "verity_copy_") }
 
 // TestStoreCopyToPostgres moves a live SQLite installation to PostgreSQL
 // and serves it from there: the same credentials work, users and
@@ -160,17 +129,7 @@ func TestStoreCopySourceIsReadAsItIs(t *testing.T) {
 		if got, want := strings.TrimSpace(stderr), "verity: open --from: the PostgreSQL database holds no Verity schema"; !strings.HasPrefix(got, want) || strings.Contains(got, "\n") {
 			t.Fatalf("store copy: stderr %q, want one line starting %q", got, want)
 		}
-		ctx := context.Background()
-		conn, err := pgx.Connect(ctx, pgURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(ctx)
-		var tables int
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()`).Scan(&tables); err != nil {
-			t.Fatal(err)
-		}
-		if tables != 0 {
+		if tables := pgtest.Tables(t, pgURL); tables != 0 {
 			t.Fatalf("the --from database has %d tables after the copy, want none", tables)
 		}
 		if entries, _ := os.ReadDir(dir); len(entries) != 0 {

@@ -3,9 +3,7 @@ package storeopen_test
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -14,8 +12,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/pressly/goose/v3"
+	"github.com/verityhq/verity/internal/pgtest"
 	"github.com/verityhq/verity/internal/storeopen"
 	"github.com/verityhq/verity/postgres"
 )
@@ -106,16 +104,7 @@ func TestOpenAsIs(t *testing.T) {
 		if want := "the PostgreSQL database holds no Verity schema"; !strings.HasPrefix(err.Error(), want) {
 			t.Fatalf("OpenWith = %q, want it to start %q", err, want)
 		}
-		conn, err := pgx.Connect(ctx, pgURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(ctx)
-		var tables int
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()`).Scan(&tables); err != nil {
-			t.Fatal(err)
-		}
-		if tables != 0 {
+		if tables := pgtest.Tables(t, pgURL); tables != 0 {
 			t.Fatalf("the refused database now has %d tables, want none", tables)
 		}
 	})
@@ -190,34 +179,7 @@ func openSQL(t *testing.T, path string) *sql.DB {
 // throwawayPostgres creates an empty database for one test and returns its
 // URL; it is dropped at cleanup. The test is skipped without
 // VERITY_TEST_POSTGRES_URL.
-func throwawayPostgres(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("VERITY_TEST_POSTGRES_URL")
-	if base == "" {
-		t.Skip("VERITY_TEST_POSTGRES_URL not set: PostgreSQL tests skipped")
-	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "verity_storeopen_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-		conn.Close(context.Background())
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
-}
+func throwawayPostgres(t *testing.T) string { return pgtest.NewDatabase(t, "verity_storeopen_") }
 
 // TestIsPostgres: only lower-case postgres:// and postgresql:// URLs were
 // PostgreSQL; any other way of writing one was taken for a SQLite file
