@@ -124,7 +124,7 @@ func (f *dbFlags) openStore(ctx context.Context, log *slog.Logger) (verity.Store
 // create may be the first command of an installation. A database that
 // has a schema is not migrated (see openExisting).
 func (f *dbFlags) openInstallation(ctx context.Context) (verity.Store, error) {
-	return f.open(ctx, nil, storeopen.Options{Mode: storeopen.Create, NoMigrate: true})
+	return f.open(ctx, nil, storeopen.Options{Mode: storeopen.Create, Schema: storeopen.SchemaCreateIfMissing})
 }
 
 // openExisting opens the configured database, which must exist: the
@@ -139,7 +139,11 @@ func (f *dbFlags) openInstallation(ctx context.Context) (verity.Store, error) {
 // Verity's tables is most likely the wrong one, and a typo must not fill it
 // with Verity's tables.
 func (f *dbFlags) openExisting(ctx context.Context, migrate bool) (verity.Store, error) {
-	store, err := f.open(ctx, nil, storeopen.Options{Mode: storeopen.MustExist, NoMigrate: !migrate, RequireSchema: !migrate})
+	schema := storeopen.SchemaMustBeCurrent
+	if migrate {
+		schema = storeopen.SchemaMigrate
+	}
+	store, err := f.open(ctx, nil, storeopen.Options{Mode: storeopen.MustExist, Schema: schema})
 	switch {
 	case errors.Is(err, storeopen.ErrNoDatabase) && f.DB == "":
 		return nil, fmt.Errorf("no Verity installation in %s (no %s): pass --data-dir or --db, "+

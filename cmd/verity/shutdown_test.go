@@ -68,6 +68,21 @@ func startRequestInFlight(t *testing.T, shutdownTimeout string) *drainSetup {
 	return d
 }
 
+// waitForFailedExit waits up to within for the server to exit, after
+// what (for the message), and checks that its exit status is not 0.
+func (d *drainSetup) waitForFailedExit(t *testing.T, within time.Duration, what string) {
+	t.Helper()
+	select {
+	case <-d.s.exited:
+	case <-time.After(within):
+		t.Fatalf("the server still drains %s after %s:\n%s", within, what, d.s.Stderr())
+	}
+	var exit *exec.ExitError
+	if !errors.As(d.s.waitErr, &exit) || exit.ExitCode() == 0 {
+		t.Errorf("exit = %v, want a non-zero status", d.s.waitErr)
+	}
+}
+
 // signalAndWaitForDrain sends SIGTERM and waits until the server says it drains.
 func (d *drainSetup) signalAndWaitForDrain(t *testing.T) {
 	t.Helper()
@@ -105,15 +120,8 @@ func TestSecondSignalStopsTheDrain(t *testing.T) {
 		d := startRequestInFlight(t, "60s")
 		d.signalAndWaitForDrain(t)
 		d.s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.s.exited:
-		case <-time.After(10 * time.Second): // the gateway holds the start for 25 s, the drain allows 60 s
-			t.Fatalf("the server still drains 10 s after a second SIGTERM:\n%s", d.s.Stderr())
-		}
-		var exit *exec.ExitError
-		if !errors.As(d.s.waitErr, &exit) || exit.ExitCode() == 0 {
-			t.Errorf("exit = %v, want a non-zero status", d.s.waitErr)
-		}
+		// The gateway holds the start for 25 s, the drain allows 60 s.
+		d.waitForFailedExit(t, 10*time.Second, "a second SIGTERM")
 		if !strings.Contains(d.s.Stderr(), "requests in flight were cut") {
 			t.Errorf("no line says requests in flight were cut:\n%s", d.s.Stderr())
 		}
@@ -130,15 +138,8 @@ func TestSecondSignalStopsTheDrain(t *testing.T) {
 func TestDrainThatTimesOutSaysSo(t *testing.T) {
 	d := startRequestInFlight(t, "1s")
 	d.signalAndWaitForDrain(t)
-	select {
-	case <-d.s.exited:
-	case <-time.After(15 * time.Second): // the gateway holds the start for 25 s, the drain allows 1 s
-		t.Fatalf("the server still drains 15 s after SIGTERM with --shutdown-timeout 1s:\n%s", d.s.Stderr())
-	}
-	var exit *exec.ExitError
-	if !errors.As(d.s.waitErr, &exit) || exit.ExitCode() == 0 {
-		t.Errorf("exit = %v, want a non-zero status", d.s.waitErr)
-	}
+	// The gateway holds the start for 25 s, the drain allows 1 s.
+	d.waitForFailedExit(t, 15*time.Second, "SIGTERM with --shutdown-timeout 1s")
 	stderr := d.s.Stderr()
 	var warning map[string]any
 	for _, line := range strings.Split(stderr, "\n") {

@@ -52,23 +52,23 @@ type store interface {
 	HasSchema(ctx context.Context) (bool, error)
 }
 
-// Mode says what opening may do to a database.
+// Mode says what opening may do to a database's file; Schema, what it may
+// do to its schema.
 type Mode int
 
 const (
-	// Create (the zero value) creates a SQLite file that does not exist
-	// and brings the schema up to date, creating it in an empty database.
+	// Create (the zero value) creates a SQLite file that does not exist.
 	Create Mode = iota
 	// MustExist refuses a SQLite file that does not exist, creating
-	// nothing, and brings the schema up to date, creating it in an empty
-	// database: a command run in the wrong folder must not start a new,
+	// nothing: a command run in the wrong folder must not start a new,
 	// empty installation there. (A PostgreSQL database that does not
 	// exist cannot be connected to.)
 	MustExist
 	// AsIs changes nothing: the database must already exist and hold
-	// exactly this binary's schema. It reads a database that a server of
-	// another release may be serving, under which a migration would
-	// change the schema (and which a typo must not create).
+	// exactly this binary's schema (SchemaMustBeCurrent, whatever Schema
+	// says), and a SQLite file is opened read-only. It reads a database
+	// that a server of another release may be serving, under which a
+	// migration would change the schema (and which a typo must not create).
 	AsIs
 )
 
@@ -76,36 +76,49 @@ const (
 // settings its name does not carry.
 type Options struct {
 	Mode Mode
-	// NoMigrate leaves a Verity schema as it is in the Create and
-	// MustExist modes: one not exactly this binary's is refused, as AsIs
-	// refuses it, rather than migrated. A database without a schema (a
-	// new SQLite file, an empty PostgreSQL database) still gets this
-	// binary's: an installation starts so. The admin commands other than
-	// migrate open so: run by a newer binary against a database that an
-	// older release still serves, a migration would change the schema
-	// under that server and take away its rollback.
-	NoMigrate bool
-	// RequireSchema, with NoMigrate, refuses a database without Verity's
-	// schema instead of giving it this binary's: a command that only
-	// reads or changes an installation's records (account list, keys
-	// reencrypt) must not turn a mistyped database into one.
-	RequireSchema bool
-	SQLite        sqlite.Options   // ignored for PostgreSQL
-	Postgres      postgres.Options // ignored for SQLite
+	// Schema says what opening may do to the schema; AsIs implies
+	// SchemaMustBeCurrent.
+	Schema   Schema
+	SQLite   sqlite.Options   // ignored for PostgreSQL
+	Postgres postgres.Options // ignored for SQLite
 }
+
+// Schema says what opening may do to a database's schema.
+type Schema int
+
+const (
+	// SchemaMigrate (the zero value) brings the schema up to date,
+	// creating it in a database without one: serve and migrate.
+	SchemaMigrate Schema = iota
+	// SchemaCreateIfMissing gives a database without a schema (a new
+	// SQLite file, an empty PostgreSQL database) this binary's, as an
+	// installation starts, and otherwise refuses one not exactly this
+	// binary's rather than migrate it: run by a newer binary against a
+	// database an older release still serves, a migration would change the
+	// schema under that server and take away its rollback. account create.
+	SchemaCreateIfMissing
+	// SchemaMustBeCurrent refuses a database without exactly this binary's
+	// schema and changes none: the commands that only read or change an
+	// installation's records (account list, keys reencrypt, a copy's
+	// source) must not turn a mistyped database into one.
+	SchemaMustBeCurrent
+)
 
 // Open opens and migrates the database dsn names, with default options.
 func Open(ctx context.Context, dsn string) (verity.Store, error) {
 	return OpenWith(ctx, dsn, Options{})
 }
 
-// OpenWith opens the database dsn names and, as opts.Mode says, migrates
+// OpenWith opens the database dsn names and, as opts.Schema says, migrates
 // it or checks that its schema is this binary's. PostgreSQL pool size and
 // statement mode come from the URL or keyword/value string (pool_max_conns;
 // default_query_exec_mode=cache_describe behind PgBouncer).
 func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, error) {
 	if opts.Mode != Create && opts.Mode != MustExist && opts.Mode != AsIs {
 		return nil, fmt.Errorf("storeopen: unknown mode %d", opts.Mode)
+	}
+	if opts.Schema != SchemaMigrate && opts.Schema != SchemaCreateIfMissing && opts.Schema != SchemaMustBeCurrent {
+		return nil, fmt.Errorf("storeopen: unknown schema policy %d", opts.Schema)
 	}
 	// what names the database in errors; never a URL, which may hold a password.
 	what := "the PostgreSQL database"
@@ -136,11 +149,9 @@ func OpenWith(ctx context.Context, dsn string, opts Options) (verity.Store, erro
 		return nil, err
 	}
 	switch {
-	case opts.Mode == AsIs:
+	case opts.Mode == AsIs || opts.Schema == SchemaMustBeCurrent:
 		err = checkSchema(ctx, db, what)
-	case opts.NoMigrate && opts.RequireSchema:
-		err = checkSchema(ctx, db, what)
-	case opts.NoMigrate:
+	case opts.Schema == SchemaCreateIfMissing:
 		err = schemaUnchanged(ctx, db, what)
 	default:
 		err = db.Migrate(ctx)
