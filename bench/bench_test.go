@@ -876,3 +876,28 @@ func TestFailedAnswersAreNotLatencySamples(t *testing.T) {
 		t.Fatalf("%d send lags, want one per request sent (4)", len(s.lags))
 	}
 }
+
+// TestCredentialsAreAwaited: the reader of a server's output may reach the
+// dev banner after /healthz already answered; the run waits for it rather
+// than failing the row ("verity printed no dev credentials", seen once in
+// twelve rows), and gives up at once when the process exits without it.
+func TestCredentialsAreAwaited(t *testing.T) {
+	late := &process{exited: make(chan struct{})}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		late.readOutput(strings.NewReader("starting\nexport VERITY_AUTH='dev:s3cret'\n"))
+	}()
+	if got := late.waitCredentials(10 * time.Second); got != "dev:s3cret" {
+		t.Fatalf("credentials read late = %q, want dev:s3cret", got)
+	}
+
+	gone := &process{exited: make(chan struct{})}
+	close(gone.exited)
+	start := time.Now()
+	if got := gone.waitCredentials(10 * time.Second); got != "" {
+		t.Fatalf("credentials of a process that printed none = %q", got)
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("waited %v for an exited process's credentials", waited)
+	}
+}

@@ -178,7 +178,7 @@ func (r *runner) startVerity(ctx context.Context, name, dataDir, dbURL string, w
 		return nil, err
 	}
 	r.track(p)
-	if p.credentials() == "" {
+	if p.waitCredentials(5*time.Second) == "" {
 		return p, fmt.Errorf("verity printed no dev credentials:\n%s", p.output())
 	}
 	return p, nil

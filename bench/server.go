@@ -106,6 +106,24 @@ func (p *process) credentials() string {
 	return p.auth
 }
 
+// waitCredentials returns the dev credentials once the output reader has
+// read them, waiting up to limit: Verity writes them before it answers
+// /healthz, but the goroutine reading its stderr may not have reached them
+// when waitHealthy returns (a run once failed so). "" when they never came.
+func (p *process) waitCredentials(limit time.Duration) string {
+	deadline := time.Now().Add(limit)
+	for {
+		if auth := p.credentials(); auth != "" || time.Now().After(deadline) {
+			return auth
+		}
+		select {
+		case <-p.exited:
+			return p.credentials()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 // waitHealthy polls /healthz until it answers 200, the process exits or
 // the time limit passes.
 func (p *process) waitHealthy(ctx context.Context, limit time.Duration) error {

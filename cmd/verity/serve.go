@@ -149,14 +149,15 @@ func (c *serveCmd) Run(ctx context.Context) error {
 	defer stopJanitor()
 	go a.RunJanitor(janitorCtx, c.JanitorInterval)
 
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	if c.Dev {
 		// Only now is there an address to try, and the one bound (a port
 		// of 0 is chosen here; ":8080" is every interface, not a host).
-		// Before the listening line, which scripts wait for.
+		// Before the server answers anything: a script that polls
+		// /healthz and then reads the credentials finds them written.
 		dev.announce(os.Stderr, baseURL(ln.Addr()))
 	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
 	log.Info("verity listening", "addr", ln.Addr().String(), "dev", c.Dev, "version", version())
 
 	select {
