@@ -164,3 +164,34 @@ func TestDrainThatTimesOutSaysSo(t *testing.T) {
 		t.Errorf("the start in flight was answered 200, want its connection cut")
 	}
 }
+
+// TestDrainShorterThanAWebhookSendWarns: a drain that may end before a
+// start's SMS send is allowed to (the send's own time limit) is said at
+// start-up, and only then.
+func TestDrainShorterThanAWebhookSendWarns(t *testing.T) {
+	const warning = "--shutdown-timeout is not above --sms-webhook-timeout"
+	for _, tc := range []struct {
+		shutdown, send string
+		warns          bool
+	}{
+		{"20s", "25s", true},
+		{"25s", "25s", true},
+		{"26s", "25s", false},
+		{"20s", "5s", false}, // the defaults
+	} {
+		t.Run(tc.shutdown+" beside "+tc.send, func(t *testing.T) {
+			s := startServer(t, t.TempDir(), "--dev", "--sms-webhook", "http://127.0.0.1:9/sms",
+				"--sms-webhook-secret", strings.Repeat("k", 32),
+				"--shutdown-timeout", tc.shutdown, "--sms-webhook-timeout", tc.send)
+			if got := strings.Contains(s.Stderr(), warning); got != tc.warns {
+				t.Fatalf("warned = %v, want %v:\n%s", got, tc.warns, s.Stderr())
+			}
+		})
+	}
+	t.Run("no webhook", func(t *testing.T) {
+		s := startServer(t, t.TempDir(), "--dev", "--shutdown-timeout", "1s", "--sms-webhook-timeout", "25s")
+		if strings.Contains(s.Stderr(), warning) {
+			t.Fatalf("warned without a webhook:\n%s", s.Stderr())
+		}
+	})
+}
