@@ -83,17 +83,17 @@ func (c *serveCmd) Run(ctx context.Context) error {
 	}
 	// LogHandler: what the app logs while serving a request names its id.
 	log := slog.New(httpapi.LogHandler(newLogger(os.Stderr, format, c.LogLevel).Handler()))
+
+	sender, devMessages, err := c.sender()
+	if err != nil {
+		return err
+	}
 	// A start waits for its SMS for up to --sms-webhook-timeout; a drain
 	// that ends first cuts it unanswered (docs/webhook-sender.md, Timeout).
 	// Said, not refused: such settings worked before and may be meant.
 	if c.SMSWebhook != "" && c.ShutdownTimeout <= c.SMSWebhookTimeout {
 		log.Warn("--shutdown-timeout is not above --sms-webhook-timeout: a drain may cut starts still waiting for their SMS",
 			"shutdown_timeout", c.ShutdownTimeout.String(), "sms_webhook_timeout", c.SMSWebhookTimeout.String())
-	}
-
-	sender, devMessages, err := c.sender()
-	if err != nil {
-		return err
 	}
 	keys, err := c.loadKeys()
 	if err != nil {
